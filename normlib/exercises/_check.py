@@ -21,6 +21,8 @@ class Case:
     kwargs: dict = field(default_factory=dict)
     expected: Any = None
     hint: str = ""
+    rtol: float | None = None  # per-case tolerances (None: the check's own)
+    atol: float | None = None
 
 
 @dataclass
@@ -78,6 +80,19 @@ def compare(got, expected, *, rtol=1e-5, atol=1e-6) -> str | None:
     return None
 
 
+def _where(exc) -> str:
+    """`` (line N: `code`)`` of the reader's own line that raised (library frames skipped)."""
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if "site-packages" not in f.filename and "/normlib/" not in f.filename.replace("\\", "/")
+    ]
+    if not frames:
+        return ""
+    line = (frames[-1].line or "").strip()
+    return f" (line {frames[-1].lineno}: `{line}`)" if line else f" (line {frames[-1].lineno})"
+
+
 def run_cases(fn: Callable, cases: list[Case], *, what: str, rtol=1e-5, atol=1e-6) -> Result:
     """Run ``fn`` on every case; the first failing case becomes the hint."""
     if not callable(fn):
@@ -90,14 +105,18 @@ def run_cases(fn: Callable, cases: list[Case], *, what: str, rtol=1e-5, atol=1e-
             return Result(False, f"❌ {what}: not implemented yet (the function raises "
                                  "NotImplementedError). Replace the `raise` with your code.")
         except Exception as exc:  # the reader's bug: report it, don't raise it
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
             return Result(
                 False,
                 f"❌ {what}, case '{case.name}': your function raised "
-                f"{type(exc).__name__}: {exc} (line {frame.lineno}: `{(frame.line or '').strip()}`)."
+                f"{type(exc).__name__}: {exc}{_where(exc)}."
                 + (f" Hint: {case.hint}" if case.hint else ""),
             )
-        why = compare(got, case.expected, rtol=rtol, atol=atol)
+        why = compare(
+            got,
+            case.expected,
+            rtol=rtol if case.rtol is None else case.rtol,
+            atol=atol if case.atol is None else case.atol,
+        )
         if why:
             hint = f" Hint: {case.hint}" if case.hint else ""
             return Result(False, f"❌ {what}, case '{case.name}': {why}.{hint}")
