@@ -1,7 +1,8 @@
 """Write (or check) the first cell of every chapter notebook: it installs normlib on Colab.
 
-The cell does nothing where normlib is already installed (a local checkout, CI), and the website hides
-it (tag ``remove-cell``). The repository URL comes from ``_config.yml``, the one place it is written.
+The cell does nothing where normlib is already installed (a local checkout, CI), and the website
+hides it (tag ``remove-cell``). The repository URL comes from ``_config.yml``, the one place it is
+written.
 
     python tools/colab_cell.py --write book/*.ipynb   # insert or refresh the cell
     python tools/colab_cell.py --check book/*.ipynb   # exit 1 if a notebook's cell has drifted
@@ -26,7 +27,8 @@ def repository_url(config=ROOT / "_config.yml") -> str:
 
 def cell_source(url: str) -> str:
     return (
-        "# On Colab (or any fresh Jupyter): install normlib from the book's repository if it is missing.\n"
+        "# On Colab (or any fresh Jupyter): install normlib from the book's repository if it is "
+        "missing.\n"
         "try:\n"
         "    import normlib  # noqa: F401\n"
         "except ImportError:\n"
