@@ -55,7 +55,7 @@ distributed: setup
 	$(BIN)/pytest -q tests -m distributed -p no:cacheprovider
 
 notebooks: setup
-	$(BIN)/pytest -q -n 2 --dist loadfile --nbval --sanitize-with tests/nbval_sanitize.cfg $(NB) -p no:cacheprovider
+	$(BIN)/pytest -q -n 2 --dist loadfile --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg $(NB) -p no:cacheprovider
 
 site: setup vendor
 	$(BIN)/jupyter-book build . $(JB_FLAGS)

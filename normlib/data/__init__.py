@@ -22,3 +22,9 @@ def save(name: str, value) -> pathlib.Path:
     path = pathlib.Path(__file__).with_name(f"{name}.json")
     path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")
     return path
+
+
+def names(prefix: str = "") -> list[str]:
+    """Names of the stored results that start with ``prefix``, sorted."""
+    files = resources.files(__name__).iterdir()
+    return sorted(f.name[:-5] for f in files if f.name.endswith(".json") and f.name.startswith(prefix))

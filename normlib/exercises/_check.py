@@ -104,8 +104,11 @@ def run_cases(fn: Callable, cases: list[Case], *, what: str, rtol=1e-5, atol=1e-
         try:
             got = fn(*args, **case.kwargs)
         except NotImplementedError:
-            return Result(False, f"❌ {what}: not implemented yet (the function raises "
-                                 "NotImplementedError). Replace the `raise` with your code.")
+            return Result(
+                False,
+                f"❌ {what}: not implemented yet (the function raises "
+                "NotImplementedError). Replace the `raise` with your code.",
+            )
         except Exception as exc:  # the reader's bug: report it, don't raise it
             return Result(
                 False,
