@@ -95,7 +95,9 @@ def main(args) -> int:
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     backend = args.backend
     if backend == "auto":
-        backend = "nccl" if torch.cuda.device_count() > local_rank else "gloo"
+        # the same choice on every rank: NCCL only if this machine has a GPU for each local rank
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        backend = "nccl" if torch.cuda.device_count() >= local_world else "gloo"
     device = torch.device(f"cuda:{local_rank}" if backend == "nccl" else "cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)

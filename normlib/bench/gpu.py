@@ -4,8 +4,8 @@
 
 Every configuration is timed three ways through the user-facing functionals:
 ``normlib.nn.functional.<op>`` on the ``"triton"`` backend, ``torch.nn.functional.<op>`` (eager),
-and the same torch call under ``torch.compile(dynamic=False)`` (compiled once per configuration, timed
-after warm-up). Training configurations time the forward (inputs that require grad, running
+and the same torch call under ``torch.compile(dynamic=False)`` (compiled once per configuration,
+timed after warm-up). Training configurations time the forward (inputs that require grad, running
 statistics updated, as in training) and ``y.backward(dy)``; eval configurations time the forward
 under ``no_grad``. Times are ``triton.testing.do_bench`` medians with L2 flushed before every run.
 

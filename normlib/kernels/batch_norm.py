@@ -198,8 +198,10 @@ def _per_channel(PTR, ch, ch_mask, CHANNELS_LAST: tl.constexpr, ACC: tl.constexp
     """Load a per-channel vector for the channels of a tile, shaped to broadcast against it."""
     v = tl.load(PTR + ch, mask=ch_mask, other=0.0).to(ACC)
     if CHANNELS_LAST:
-        return v[None, :]  # one channel per column
-    return v[:, None]  # one channel per row
+        v2 = v[None, :]  # one channel per column
+    else:
+        v2 = v[:, None]  # one channel per row
+    return v2  # one return: Triton compiles every return of a function, constexpr branch or not
 
 
 @triton.jit
@@ -212,8 +214,12 @@ def _matrix_tile(
     mask = (rows < ROWS)[:, None] & (cols < COLS)[None, :]
     offs = rows.to(tl.int64)[:, None] * COLS + cols[None, :]
     if CHANNELS_LAST:
-        return offs, mask, cols, cols < COLS
-    return offs, mask, rows % C, rows < ROWS
+        ch = cols
+        ch_mask = cols < COLS
+    else:
+        ch = rows % C
+        ch_mask = rows < ROWS
+    return offs, mask, ch, ch_mask
 
 
 @triton.jit
@@ -484,17 +490,11 @@ def batch_norm_forward(x, weight=None, bias=None, eps=1e-5):
     )  # fmt: skip
     if not fused:
         block_c = min(pow2(C), max(1, 4096 // pow2(grid[1])))
+        block_s = pow2(grid[1])
         _batch_norm_merge_kernel[(triton.cdiv(C, block_c),)](
-            *parts,
-            mean,
-            var,
-            data,
-            shift_stride,
-            grid[1],
-            C,
-            BLOCK_S=pow2(grid[1]),
-            BLOCK_C=block_c,
-        )
+            *parts, mean, var, data, shift_stride, grid[1], C,
+            BLOCK_S=block_s, BLOCK_C=block_c, num_warps=num_warps_for(block_s * block_c),
+        )  # fmt: skip
         _apply(data, y, mean, var, weight, bias, eps, cl, N, C, HW)
     return _output(y, x.shape, cl), mean, var
 

@@ -9,9 +9,9 @@ Each row is normalized on its own, and the affine parameters are per *channel*:
     y[n, c, hw] = x_hat[n, c, hw] * w[c] + b[c]
 
 A program owns one row and walks it as ``(BLOCK_C channels, BLOCK_HW positions)`` tiles, so each
-tile row has one channel and one ``w[c]``. Rows of at most 64 KB are loaded once; longer rows are
-read twice, first to merge per-tile ``(n, mean, m2)`` with Chan's formula, then to normalize (the
-second read mostly hits L2).
+tile row has one channel and one ``w[c]``. Rows of up to 16384 values are loaded once; longer
+rows are read twice, first to merge per-tile ``(n, mean, m2)`` with Chan's formula, then to
+normalize (the second read mostly hits L2).
 
 **Backward.** With ``wdy = w[c] * dy``:
 
@@ -195,15 +195,19 @@ def _group_norm_bwd_kernel(
 def _channel_weight(W, ch, ch_mask, HAS_WEIGHT: tl.constexpr, BLOCK_C: tl.constexpr, ACC):
     """``w[c]`` for a block of channels (ones without a weight)."""
     if HAS_WEIGHT:
-        return tl.load(W + ch, mask=ch_mask, other=0.0).to(ACC)
-    return tl.full([BLOCK_C], 1.0, ACC)
+        w = tl.load(W + ch, mask=ch_mask, other=0.0).to(ACC)
+    else:
+        w = tl.full([BLOCK_C], 1.0, ACC)
+    return w
 
 
-def _config(cpg: int, hw: int, element_size: int):
-    """``(one_tile, BLOCK_C, BLOCK_HW, num_warps)`` for rows of ``cpg`` x ``hw`` values."""
+def _config(cpg: int, hw: int, backward: bool = False):
+    """``(one_tile, BLOCK_C, BLOCK_HW, num_warps)`` for rows of ``cpg`` x ``hw`` values: the whole
+    (padded) row in one tile if it fits the forward's register budget, else tiles of
+    ``LIMITS.tile``. The backward always streams tiles."""
     one_tile_c, one_tile_hw = pow2(cpg), pow2(hw)
-    if one_tile_c * one_tile_hw * element_size <= LIMITS.row_bytes:
-        return True, one_tile_c, one_tile_hw, num_warps_for(one_tile_c * one_tile_hw)
+    if not backward and one_tile_c * one_tile_hw <= LIMITS.row_elems:
+        return True, one_tile_c, one_tile_hw, num_warps_for(one_tile_c * one_tile_hw, 32)
     block_hw = min(one_tile_hw, LIMITS.tile)
     block_c = max(1, min(one_tile_c, LIMITS.tile // block_hw))
     return False, block_c, block_hw, num_warps_for(block_c * block_hw)
@@ -227,7 +231,7 @@ def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5):
     mean = torch.empty((N, G), dtype=stats_dtype(x.dtype), device=x.device)
     rstd = torch.empty_like(mean)
     if x3.numel() > 0:
-        one_tile, block_c, block_hw, warps = _config(C // G, HW, x.element_size())
+        one_tile, block_c, block_hw, warps = _config(C // G, HW)
         _group_norm_fwd_kernel[(N * G,)](
             x3, y, _or(weight, x3), _or(bias, x3), mean, rstd, C, HW, C // G, G, eps,
             HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ONE_TILE=one_tile,
@@ -247,7 +251,7 @@ def group_norm_backward(dy, x, num_groups, weight, mean, rstd, *, need_dw=True, 
     dw_nc = torch.zeros((N, C), dtype=mean.dtype, device=x.device)
     db_nc = torch.zeros((N, C), dtype=mean.dtype, device=x.device)
     if x3.numel() > 0:
-        _, block_c, block_hw, warps = _config(C // G, HW, x.element_size())
+        _, block_c, block_hw, warps = _config(C // G, HW, backward=True)
         _group_norm_bwd_kernel[(N * G,)](
             x3, dy3, dx, _or(weight, x3), mean, rstd, dw_nc, db_nc, C, HW, C // G, G,
             HAS_WEIGHT=weight is not None, BLOCK_C=block_c, BLOCK_HW=block_hw,

@@ -9,8 +9,8 @@ rows (every leading index). Each row is normalized on its own:
     x_hat = (x - mean) * rstd
     y     = x_hat * w + b
 
-**Forward.** One program normalizes ``BLOCK_M`` rows. A row of at most ``LIMITS.row_bytes`` (64 KB)
-is loaded once and kept in registers: mean, then var of the centred values (two passes over
+**Forward.** One program normalizes ``BLOCK_M`` rows. A row of at most ``LIMITS.row_elems`` (16384)
+values is loaded once and kept in registers: mean, then var of the centred values (two passes over
 registers, not over memory). A longer row is streamed twice: the first loop merges per-tile
 ``(n, mean, m2)`` with Chan's formula, the second normalizes (its reads mostly hit L2, which still
 holds the row).
@@ -215,10 +215,11 @@ def _layer_norm_bwd_kernel(
 @triton.jit
 def _scale_by_weight(dy, W, cols, HAS_WEIGHT: tl.constexpr, N):
     """``w * dy`` for a ``(rows, cols)`` tile (``dy`` itself without a weight)."""
+    wdy = dy
     if HAS_WEIGHT:
         w = tl.load(W + cols, mask=cols < N, other=0.0).to(dy.dtype)
-        return dy * w[None, :]
-    return dy
+        wdy = dy * w[None, :]
+    return wdy
 
 
 @triton.jit
@@ -262,14 +263,18 @@ def _layer_norm_bwd_dwdb_kernel(
         tl.store(DB_PART + split * N + cols, db, mask=col_mask)
 
 
-def _row_config(M: int, N: int, element_size: int, device: torch.device):
-    """``(one_tile, BLOCK_M, BLOCK_N, num_warps)`` for an ``(M, N)`` row-wise kernel."""
-    if N * element_size <= LIMITS.row_bytes:
-        block_n = pow2(N)
+def _row_config(M: int, N: int, device: torch.device, backward: bool = False):
+    """``(one_tile, BLOCK_M, BLOCK_N, num_warps)`` for an ``(M, N)`` row-wise kernel.
+
+    One tile when the padded row fits the register budget (the backward's is half the forward's:
+    it holds ``x``, ``dy`` and the ``dw``/``db`` partials), with several short rows per program.
+    """
+    block_n = pow2(N)
+    if block_n <= (LIMITS.row_elems_bwd if backward else LIMITS.row_elems):
         rows_wanted = max(1, M // target_programs(device))  # keep enough programs for the GPU
         block_m = max(1, min(LIMITS.tile // block_n, prev_pow2(rows_wanted)))
-        return True, block_m, block_n, num_warps_for(block_m * block_n)
-    block_n = min(pow2(N), LIMITS.tile)
+        return True, block_m, block_n, num_warps_for(block_m * block_n, 16 if backward else 32)
+    block_n = min(block_n, LIMITS.tile)
     return False, 1, block_n, num_warps_for(block_n)
 
 
@@ -290,7 +295,7 @@ def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     mean = torch.empty(M, dtype=stats_dtype(x.dtype), device=x.device)
     rstd = torch.empty_like(mean)
     if M > 0 and N > 0:
-        one_tile, block_m, block_n, warps = _row_config(M, N, x.element_size(), x.device)
+        one_tile, block_m, block_n, warps = _row_config(M, N, x.device)
         _layer_norm_fwd_kernel[(triton.cdiv(M, block_m),)](
             x2, y, _or(weight, x2), _or(bias, x2), mean, rstd, M, N, eps,
             HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ONE_TILE=one_tile,
@@ -311,7 +316,7 @@ def layer_norm_backward(dy, x, normalized_shape, weight, mean, rstd, *, need_dw=
     need_dw = need_dw and weight is not None
     dw_part = db_part = None
     if M > 0 and N > 0:
-        one_tile, block_m, block_n, warps = _row_config(M, N, x.element_size(), x.device)
+        one_tile, block_m, block_n, warps = _row_config(M, N, x.device, backward=True)
         acc = acc_dtype(x.dtype)
         if one_tile:  # dx, dw and db in one persistent pass
             P = min(triton.cdiv(M, block_m), resident_programs(x.device, warps))

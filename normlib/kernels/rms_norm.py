@@ -15,7 +15,7 @@ LayerNorm without the mean (Zhang & Sennrich, 2019). With the input viewed as ``
     dx = rstd * (wdy - x_hat * c1)
     dw = sum_rows dy * x_hat
 
-The kernels are laid out like :mod:`normlib.kernels.layer_norm`: rows of at most 64 KB stay in
+The kernels are laid out like :mod:`normlib.kernels.layer_norm`: rows of up to 16384 values stay in
 registers, ``dw`` is accumulated per program of a persistent grid and summed by torch, longer rows
 are streamed and their ``dw`` comes from a column kernel.
 """
@@ -87,10 +87,11 @@ def _rms_norm_fwd_kernel(
 @triton.jit
 def _scale(x_hat, W, cols, col_mask, HAS_WEIGHT: tl.constexpr):
     """``x_hat * w`` for a ``(rows, cols)`` tile (``x_hat`` itself without a weight)."""
+    y = x_hat
     if HAS_WEIGHT:
         w = tl.load(W + cols, mask=col_mask, other=0.0).to(x_hat.dtype)
-        return x_hat * w[None, :]
-    return x_hat
+        y = x_hat * w[None, :]
+    return y
 
 
 @triton.jit
@@ -201,7 +202,7 @@ def rms_norm_forward(x, normalized_shape, weight=None, eps=None):
     y = torch.empty_like(x2)
     rstd = torch.empty(M, dtype=stats_dtype(x.dtype), device=x.device)
     if M > 0 and N > 0:
-        one_tile, block_m, block_n, warps = _row_config(M, N, x.element_size(), x.device)
+        one_tile, block_m, block_n, warps = _row_config(M, N, x.device)
         _rms_norm_fwd_kernel[(triton.cdiv(M, block_m),)](
             x2, y, _or(weight, x2), rstd, M, N, eps,
             HAS_WEIGHT=weight is not None, ONE_TILE=one_tile,
@@ -221,7 +222,7 @@ def rms_norm_backward(dy, x, normalized_shape, weight, rstd, *, need_dw=True):
     need_dw = need_dw and weight is not None
     dw_part = None
     if M > 0 and N > 0:
-        one_tile, block_m, block_n, warps = _row_config(M, N, x.element_size(), x.device)
+        one_tile, block_m, block_n, warps = _row_config(M, N, x.device, backward=True)
         acc = acc_dtype(x.dtype)
         if one_tile:  # dx and dw in one persistent pass
             P = min(triton.cdiv(M, block_m), resident_programs(x.device, warps))

@@ -34,14 +34,14 @@ def c10_name(dtype: torch.dtype) -> str:
 
 
 def opmath(dtype: torch.dtype) -> torch.dtype:
-    """The dtype computations run in: float32 for half inputs (accumulate in fp32), else ``dtype``."""
+    """The dtype to compute in: float32 for half inputs (accumulate in fp32), else ``dtype``."""
     return torch.float32 if dtype in REDUCED else dtype
 
 
 def check_floating(x: torch.Tensor, kernel: str) -> None:
     """``NotImplementedError: "batch_norm" not implemented for 'Long'`` for non-float inputs."""
     if x.dtype not in FLOATING:
-        raise NotImplementedError(f'"{kernel}" not implemented for \'{c10_name(x.dtype)}\'')
+        raise NotImplementedError(f"\"{kernel}\" not implemented for '{c10_name(x.dtype)}'")
 
 
 def check_mixed_dtype(x: torch.Tensor, *params: torch.Tensor | None) -> None:
@@ -73,7 +73,7 @@ def shape_str(shape) -> str:
 
 
 def check_normalized_shape(normalized_shape, fn: str) -> tuple[int, ...]:
-    """The ``normalized_shape`` argument as a tuple, with torch's argument-parser ``TypeError`` s."""
+    """``normalized_shape`` as a tuple, with torch's argument-parser ``TypeError`` s."""
     if isinstance(normalized_shape, torch.Size):
         return tuple(normalized_shape)
     if not isinstance(normalized_shape, (tuple, list)):
@@ -92,7 +92,8 @@ def check_normalized_shape(normalized_shape, fn: str) -> tuple[int, ...]:
 
 
 def check_trailing_shape(x, normalized_shape, weight, bias, *, rms: bool) -> None:
-    """LayerNorm's and RMSNorm's shape checks (``_check_layer_norm_inputs`` / ``_check_rms_norm_inputs``)."""
+    """LayerNorm's and RMSNorm's shape checks (ATen's ``_check_layer_norm_inputs`` and
+    ``_check_rms_norm_inputs``)."""
     ns = shape_str(normalized_shape)
     if len(normalized_shape) < 1:
         raise RuntimeError(
@@ -124,7 +125,7 @@ def check_num_features(name: str, expected: int, tensor: torch.Tensor | None) ->
 
 
 def verify_batch_size(size) -> None:
-    """torch.nn.functional's ``_verify_batch_size``: training needs more than one value per channel."""
+    """torch.nn.functional's ``_verify_batch_size``: training needs > 1 value per channel."""
     size_prods = size[0]
     for s in size[2:]:
         size_prods *= s

@@ -4,8 +4,8 @@ torch's norm kernels allocate their outputs with ``input.suggest_memory_format()
 input gives a channels_last output (BatchNorm, GroupNorm, RMSNorm), anything else a contiguous one
 (LayerNorm and InstanceNorm always return contiguous outputs). BatchNorm differs in the ambiguous
 cases: see :func:`batch_norm_memory_format`.
-``suggest_memory_format`` is not exposed in Python, so :func:`suggest_memory_format` ports c10's stride
-test (``is_channels_last_strides_2d/3d``), ambiguous cases included.
+``suggest_memory_format`` is not exposed in Python, so :func:`suggest_memory_format` ports c10's
+stride test (``is_channels_last_strides_2d/3d``), ambiguous cases included.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 
 def _is_channels_last_strides(sizes, strides, order) -> bool:
-    """c10's ``is_channels_last_strides_{2,3}d_s{4,5}``: strides increase along ``order`` (C first)."""
+    """c10's ``is_channels_last_strides_{2,3}d_s{4,5}``: strides grow along ``order`` (C first)."""
     if strides[1] == 0:
         return False  # a broadcast channel dim: call it NCHW
     smallest = 0
@@ -29,7 +29,7 @@ def _is_channels_last_strides(sizes, strides, order) -> bool:
 
 
 def suggest_memory_format(x: torch.Tensor) -> torch.memory_format:
-    """``torch.channels_last`` / ``channels_last_3d`` when ``x``'s strides say so, else contiguous."""
+    """``channels_last`` / ``channels_last_3d`` when ``x``'s strides say so, else contiguous."""
     if x.layout != torch.strided:
         return torch.contiguous_format
     if x.dim() == 4 and _is_channels_last_strides(x.shape, x.stride(), (1, 3, 2, 0)):

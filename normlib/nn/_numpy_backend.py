@@ -74,7 +74,7 @@ def _apply(op, x, weight, bias, forward, backward, **kwargs):
 
 
 def batch_norm_train(x, weight, bias, eps):
-    """``(y, mean, var)`` with ``ref.batch_norm_forward``; ``mean``/``var`` (biased) are ``(C,)``."""
+    """``(y, mean, var)`` by ``ref.batch_norm_forward``; ``mean``, ``var`` (biased): ``(C,)``."""
     fwd, bwd = ref.batch_norm_forward, ref.batch_norm_backward
     return _apply("batch_norm", x, weight, bias, fwd, bwd, eps=eps)
 

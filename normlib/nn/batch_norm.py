@@ -63,7 +63,7 @@ class _NormBase(Module):
         if self.track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **factory_kwargs))
             self.register_buffer("running_var", torch.ones(num_features, **factory_kwargs))
-            # A long counter on the module's device; the dtype keyword is for the float buffers only.
+            # A long counter on the module's device; the dtype keyword is for float buffers only.
             self.register_buffer(
                 "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
             )

@@ -67,7 +67,7 @@ def _empty_batch_norm(x, weight, bias):
 
 
 def _empty_affine(x, weight, bias, view):
-    """An empty input's result for the norms with broadcast affine: zero gradients for the params."""
+    """An empty input's result for the norms with broadcast affine (zero parameter gradients)."""
     y = x.clone()
     if weight is not None:
         y = y * weight.view(view)
@@ -76,8 +76,19 @@ def _empty_affine(x, weight, bias, view):
     return y.to(x.dtype)
 
 
-def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, *,
-                update=None, check_running_dtype=True):
+def _batch_norm(
+    x,
+    running_mean,
+    running_var,
+    weight,
+    bias,
+    training,
+    momentum,
+    eps,
+    *,
+    update=None,
+    check_running_dtype=True,
+):
     """BatchNorm after the Python-level checks; ``update(mean, var, count)`` replaces the default
     running-statistics update (InstanceNorm's)."""
     num_features = x.size(1)
@@ -90,9 +101,7 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
     check_num_features("weight", num_features, weight)
     check_num_features("bias", num_features, bias)
     if training and (running_mean is None) != (running_var is None):
-        raise ValueError(
-            "running_mean and running_var must either both be None or neither be None"
-        )
+        raise ValueError("running_mean and running_var must either both be None or neither be None")
     check_floating(x, "batch_norm")
     stats = (running_mean, running_var) if check_running_dtype else ()
     check_mixed_dtype(x, weight, bias, *stats)
@@ -152,8 +161,9 @@ def instance_norm(
 ) -> torch.Tensor:
     """InstanceNorm: statistics per sample and channel, ``torch.nn.functional.instance_norm``.
 
-    Computed as torch does: BatchNorm of the ``(1, N*C, *spatial)`` view with the per-channel tensors
-    repeated N times; the running statistics get the average over the N samples of the update.
+    Computed as torch does: BatchNorm of the ``(1, N*C, *spatial)`` view with the per-channel
+    tensors repeated N times; the running statistics get the average over the N samples of the
+    update.
     """
     if use_input_stats:
         verify_spatial_size(input.size())
@@ -203,12 +213,12 @@ def layer_norm(
 ) -> torch.Tensor:
     """LayerNorm over the last ``len(normalized_shape)`` dims: ``torch.nn.functional.layer_norm``.
 
-    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` with ``var`` biased; the output is contiguous
-    (as torch's), whatever the input's layout.
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` with ``var`` biased; the output is
+    contiguous (as torch's), whatever the input's layout.
     """
     normalized_shape = check_normalized_shape(normalized_shape, "layer_norm")
+    check_mixed_dtype(input, weight, bias)  # torch checks dtypes before shapes here
     check_trailing_shape(input, normalized_shape, weight, bias, rms=False)
-    check_mixed_dtype(input, weight, bias)
     check_floating(input, "LayerNormKernelImpl")
     if input.numel() == 0:
         return _empty_affine(input, weight, bias, normalized_shape)
@@ -249,13 +259,15 @@ def group_norm(
     bias: torch.Tensor | None = None,
     eps: float = 1e-5,
 ) -> torch.Tensor:
-    """GroupNorm: ``C`` channels in ``num_groups`` groups, statistics per (sample, group), affine per
-    channel: ``torch.nn.functional.group_norm``."""
+    """GroupNorm: ``C`` channels in ``num_groups`` groups, statistics per (sample, group),
+    affine per channel: ``torch.nn.functional.group_norm``."""
     if input.dim() < 2:
         raise RuntimeError(
             f"Expected at least 2 dimensions for input tensor but received {input.dim()}"
         )
-    verify_batch_size([input.size(0) * input.size(1) // num_groups, num_groups] + list(input.size()[2:]))
+    verify_batch_size(
+        [input.size(0) * input.size(1) // num_groups, num_groups] + list(input.size()[2:])
+    )
     if isinstance(num_groups, bool) or not isinstance(num_groups, int):
         raise TypeError(
             "group_norm(): argument 'num_groups' (position 2) must be int, "

@@ -2,7 +2,8 @@
 
 The ``C`` channels are split into ``num_groups`` groups; statistics per (sample, group) over the
 group's channels and the spatial dims; affine per channel. ``GroupNorm(C, C)`` normalizes like
-InstanceNorm, ``GroupNorm(1, C)`` like LayerNorm over ``(C, *spatial)`` (but with per-channel affine).
+InstanceNorm, ``GroupNorm(1, C)`` like LayerNorm over ``(C, *spatial)`` (but with per-channel
+affine).
 """
 
 from __future__ import annotations

@@ -103,7 +103,8 @@ class _InstanceNorm(_NormBase):
 
 
 class InstanceNorm1d(_InstanceNorm):
-    """InstanceNorm over ``(N, C, L)`` or unbatched ``(C, L)``. Drop-in for ``torch.nn.InstanceNorm1d``."""
+    """InstanceNorm over ``(N, C, L)`` or unbatched ``(C, L)``. Drop-in for
+    ``torch.nn.InstanceNorm1d``."""
 
     def _get_no_batch_dim(self) -> int:
         return 2

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import pathlib
+
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
@@ -160,3 +164,37 @@ def test_foldable_answer_key_on_padding():
             folded.weight.copy_(conv.weight * scale[None, :, None, None])
             folded.bias.copy_(conv.bias + (conv.weight.sum((2, 3)) * shift).sum(1))
         assert torch.allclose(folded(h), conv(bn(h)), atol=1e-12) == exact
+
+
+# The chapter's explorer: its draw function, taken from the notebook, on synthetic snapshots.
+NOTEBOOK = pathlib.Path(__file__).resolve().parents[2] / "book" / "04_placement.ipynb"
+
+
+def test_explorer_frames_differ_by_step_and_report_the_zeros():
+    cells = json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]
+    found = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    found = [s for s in found if "def draw_activations(" in s]
+    assert len(found) == 1, f"expected one cell defining draw_activations, found {len(found)}"
+    namespace = {"np": np, "plt": plt}
+    exec(found[0], namespace)  # noqa: S102 (our own notebook's cell)
+    draw = namespace["draw_activations"]
+
+    rng = np.random.default_rng(0)
+    snapshots = {
+        "no BN": {
+            0: [rng.normal(0, 3, 500), rng.normal(0, 3, 500)],
+            8: [rng.normal(1, 1, 500)] * 2,
+        },
+        "BN → ReLU": {0: [np.maximum(rng.normal(size=500), 0)] * 2, 8: [np.zeros(500)] * 2},
+    }
+
+    def heights(fig):
+        out = [np.array([p.get_height() for p in ax.patches]) for ax in fig.axes]
+        titles = [ax.get_title() for ax in fig.axes]
+        plt.close(fig)
+        return out, titles
+
+    (h0, titles0), (h8, titles8) = heights(draw(0, 1, snapshots)), heights(draw(8, 1, snapshots))
+    assert len(h0) == 2 and all(not np.allclose(a, b) for a, b in zip(h0, h8))
+    assert "zeros 100%" in titles8[1] and "zeros 0%" in titles8[0]
+    assert "BN → ReLU" in titles0[1]

@@ -107,7 +107,7 @@ def test_explorer_draw_changes_with_its_parameters():
         fig = draw_statistics_noise(**kw)
         fig.canvas.draw()
         data = np.asarray(fig.canvas.buffer_rgba()).copy()
-        title = fig._suptitle.get_text()
+        title = fig.get_suptitle()
         plt.close(fig)
         return data, title
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
+import pathlib
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 import torch
 
 from normlib.exercises import train_vs_inference as ex
@@ -207,3 +212,43 @@ def test_stats_unchanged_answer_is_true():
 def _under(context, bn, x):
     with context():
         return bn(x)
+
+
+# The chapter's explorer: its draw function, taken from the notebook (it needs only NumPy and
+# matplotlib), draws the running mean of the chosen convention and momentum.
+NOTEBOOK = pathlib.Path(__file__).resolve().parents[2] / "book" / "03_train_vs_inference.ipynb"
+
+
+def cell_defining(name):
+    cells = json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]
+    found = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    found = [s for s in found if f"def {name}(" in s]
+    assert len(found) == 1, f"expected one cell defining {name}, found {len(found)}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def draw():
+    matplotlib.use("Agg")
+    namespace = {"np": np, "plt": plt}
+    exec(cell_defining("ema"), namespace)  # noqa: S102 (our own notebook's cells)
+    exec(cell_defining("draw_running_mean"), namespace)  # noqa: S102
+    return namespace["draw_running_mean"]
+
+
+def running_mean_line(fig):
+    (ax,) = fig.axes
+    line = ax.get_lines()[-1]  # the chosen convention's curve is drawn last
+    plt.close(fig)
+    return np.asarray(line.get_ydata())
+
+
+def test_explorer_frames_follow_the_convention(draw):
+    pytorch_01 = running_mean_line(draw("PyTorch", 0.1))
+    assert not np.allclose(pytorch_01, running_mean_line(draw("PyTorch", 0.9)))
+    assert not np.allclose(pytorch_01, running_mean_line(draw("Keras/Flax", 0.1)))
+    # the two conventions are mirror images: PyTorch's m is Keras's 1 - m
+    np.testing.assert_allclose(pytorch_01, running_mean_line(draw("Keras/Flax", 0.9)), atol=1e-12)
+    fig = draw("Keras/Flax", 0.99)
+    assert "alpha = 0.01" in fig.axes[0].get_title()
+    plt.close(fig)

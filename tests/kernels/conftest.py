@@ -63,9 +63,10 @@ def assert_close(actual, expected, dtype, grad=False):
 
 @pytest.fixture
 def small_tiles(monkeypatch):
-    """Tiles of 64 elements, rows of 256 bytes: tiny tensors take the multi-tile loops."""
+    """Tiles and register-resident rows of 64 values: tiny tensors take the multi-tile loops."""
     monkeypatch.setattr(_common.LIMITS, "tile", 64)
-    monkeypatch.setattr(_common.LIMITS, "row_bytes", 256)
+    monkeypatch.setattr(_common.LIMITS, "row_elems", 64)
+    monkeypatch.setattr(_common.LIMITS, "row_elems_bwd", 64)
     return _common.LIMITS
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DTYPES, ON_GPU, as64, assert_close, grads, randn
+from conftest import DEVICE, DTYPES, ON_GPU, as64, assert_close, grads, randn
 
 from normlib import ref
 from normlib.kernels import batch_norm_eval, batch_norm_forward, batch_norm_train
-from normlib.kernels.batch_norm import _layout
+from normlib.kernels.batch_norm import _layout, _split_config
 
 SHAPES = [  # (shape, channels_last)
     ((4, 3, 5, 7), False),
@@ -91,6 +91,18 @@ def test_eval_matches_torch(shape, channels_last, dtype):
     check_eval(shape, dtype, channels_last)
 
 
+def assert_path(path, shape, channels_last):
+    """The launcher takes the ``path`` ("fused" or "split") the test is about."""
+    N, C, HW = shape[0], shape[1], int(torch.tensor(shape[2:]).prod())
+    grid, _, block_r, block_k, _ = _split_config(
+        channels_last or HW == 1, N, C, HW, torch.device(DEVICE)
+    )
+    assert (grid[1] == 1) == (path == "fused"), grid
+    if path == "fused":  # and the programs loop over several tiles
+        rows = N * HW if channels_last or HW == 1 else N
+        assert block_r < rows or block_k < HW
+
+
 SPLIT_SHAPES = [((6, 3, 5, 7), False), ((6, 3, 5, 7), True), ((40, 5), False)]
 
 
@@ -98,6 +110,7 @@ SPLIT_SHAPES = [((6, 3, 5, 7), False), ((6, 3, 5, 7), True), ((40, 5), False)]
 @pytest.mark.parametrize("shape,channels_last", SPLIT_SHAPES, ids=str)
 def test_train_split_reduction(split_programs, small_tiles, shape, channels_last, dtype):
     """Each channel's values split across programs, merged with Chan, then normalized."""
+    assert_path("split", shape, channels_last)
     check_train(shape, dtype, channels_last)
 
 
@@ -105,11 +118,16 @@ def test_train_split_reduction(split_programs, small_tiles, shape, channels_last
 @pytest.mark.parametrize("shape,channels_last", SPLIT_SHAPES, ids=str)
 def test_train_fused_multi_tile(fused_programs, small_tiles, shape, channels_last, dtype):
     """One program per channel (block), streaming it in several tiles, twice."""
+    assert_path("fused", shape, channels_last)
     check_train(shape, dtype, channels_last)
 
 
+@pytest.mark.parametrize("path", ["fused", "split"])
 @pytest.mark.parametrize("affine", [(True, False), (False, True), (False, False)], ids=str)
-def test_without_weight_or_bias(affine):
+def test_without_weight_or_bias(affine, path, request):
+    request.getfixturevalue(f"{path}_programs")
+    request.getfixturevalue("small_tiles")
+    assert_path(path, (4, 3, 5, 7), False)
     check_train((4, 3, 5, 7), torch.float32, False, affine)
     check_eval((4, 3, 5, 7), torch.float32, True, affine)
 

@@ -57,13 +57,19 @@ def test_matches_torch(shape, normalized_shape, dtype):
 @pytest.mark.parametrize("shape,normalized_shape", [((5, 300), (300,)), ((3, 2, 129), (2, 129))])
 def test_rows_longer_than_a_tile(small_tiles, shape, normalized_shape, dtype):
     n = int(np.prod(normalized_shape))
-    assert not _row_config(int(np.prod(shape)) // n, n, 4, torch.device(DEVICE))[0]  # the loop path
+    M, dev = int(np.prod(shape)) // n, torch.device(DEVICE)
+    assert (
+        not _row_config(M, n, dev)[0] and not _row_config(M, n, dev, backward=True)[0]
+    )  # the loop path
     check(shape, normalized_shape, dtype)
 
 
+@pytest.mark.parametrize("long_rows", [False, True])
 @pytest.mark.parametrize("affine", [(True, False), (False, True), (False, False)], ids=str)
-def test_without_weight_or_bias(affine):
-    check((7, 33), (33,), torch.float32, affine=affine)
+def test_without_weight_or_bias(affine, long_rows, request):
+    if long_rows:
+        request.getfixturevalue("small_tiles")
+    check((3, 70), (70,), torch.float32, affine=affine)
 
 
 def test_mixed_precision_weight():
@@ -111,7 +117,7 @@ def test_large_mean_keeps_the_variance(long_rows, monkeypatch):
     """mean 1e4, std 1 in float32: E[x^2] - E[x]^2 would lose every digit; Welford/Chan does not."""
     if long_rows:
         monkeypatch.setattr("normlib.kernels._common.LIMITS.tile", 64)
-        monkeypatch.setattr("normlib.kernels._common.LIMITS.row_bytes", 256)
+        monkeypatch.setattr("normlib.kernels._common.LIMITS.row_elems", 64)
     x = randn(4, 500, scale=1.0, shift=1e4, requires_grad=False)
     _, mean, rstd = layer_norm_forward(x, (500,), eps=0.0)
     var64 = x.double().var(-1, unbiased=False)

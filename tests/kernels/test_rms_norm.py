@@ -51,12 +51,16 @@ def test_matches_torch(shape, normalized_shape, dtype):
 @pytest.mark.parametrize("shape,normalized_shape", [((5, 300), (300,)), ((3, 2, 129), (2, 129))])
 def test_rows_longer_than_a_tile(small_tiles, shape, normalized_shape, dtype):
     n = int(np.prod(normalized_shape))
-    assert not _row_config(int(np.prod(shape)) // n, n, 4, torch.device(DEVICE))[0]
+    M, dev = int(np.prod(shape)) // n, torch.device(DEVICE)
+    assert not _row_config(M, n, dev)[0] and not _row_config(M, n, dev, backward=True)[0]
     check(shape, normalized_shape, dtype)
 
 
-def test_without_weight_and_explicit_eps():
-    check((7, 33), (33,), torch.float32, weight=False, eps=1e-3)
+@pytest.mark.parametrize("long_rows", [False, True])
+def test_without_weight_and_explicit_eps(long_rows, request):
+    if long_rows:
+        request.getfixturevalue("small_tiles")
+    check((3, 70), (70,), torch.float32, weight=False, eps=1e-3)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)

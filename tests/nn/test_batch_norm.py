@@ -1,5 +1,5 @@
-"""normlib.nn.BatchNorm1d/2d/3d against torch.nn (the oracle): values, gradients, running statistics,
-layouts, dtypes, state_dict, errors."""
+"""normlib.nn.BatchNorm1d/2d/3d against torch.nn (the oracle): values, gradients, running
+statistics, layouts, dtypes, state_dict, errors."""
 
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ def _x(shape, dtype=torch.float64, seed=0, scale=2.0, shift=0.5):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize(
+    "config", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items())
+)
 @pytest.mark.parametrize("name,shape", SHAPES, ids=lambda v: str(v))
 def test_matches_torch(name, shape, config, train, dtype):
     def make(ns):
@@ -106,8 +108,12 @@ def test_fp32_accumulation_with_large_mean():
     y = ours(x)
     expected = torch.nn.functional.batch_norm(x.double(), None, None, training=True)
     torch.testing.assert_close(y.double(), expected, atol=2e-3, rtol=0)
-    torch.testing.assert_close(ours.running_var, torch.full((3,), 0.9) + 0.1 * x.double().var(
-        dim=(0, 2, 3)).float(), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        ours.running_var,
+        torch.full((3,), 0.9) + 0.1 * x.double().var(dim=(0, 2, 3)).float(),
+        atol=1e-3,
+        rtol=0,
+    )
 
 
 def test_track_running_stats_toggled_after_construction():
@@ -198,7 +204,9 @@ def test_state_dict_round_trip(make):
         torch.testing.assert_close(sd_ours[key], sd_ref[key])
     fresh_torch = make(torch.nn)
     fresh_torch.load_state_dict(sd_ours, strict=True)
-    assert all(torch.equal(a, b) for a, b in zip(fresh_torch.state_dict().values(), sd_ref.values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(fresh_torch.state_dict().values(), sd_ref.values())
+    )
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in reference.named_parameters()]
     assert [n for n, _ in ours.named_buffers()] == [n for n, _ in reference.named_buffers()]
 
@@ -238,12 +246,18 @@ def test_nested_prefix_state_dict():
 
 @pytest.mark.parametrize(
     "args,kwargs",
-    [((3,), {}), ((4,), {"eps": 1e-3, "momentum": None}), ((2,), {"affine": False, "bias": False}),
-     ((5,), {"track_running_stats": False, "momentum": 0.01})],
+    [
+        ((3,), {}),
+        ((4,), {"eps": 1e-3, "momentum": None}),
+        ((2,), {"affine": False, "bias": False}),
+        ((5,), {"track_running_stats": False, "momentum": 0.01}),
+    ],
 )
 @pytest.mark.parametrize("name", ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"])
 def test_repr(name, args, kwargs):
-    assert repr(getattr(nl, name)(*args, **kwargs)) == repr(getattr(torch.nn, name)(*args, **kwargs))
+    assert repr(getattr(nl, name)(*args, **kwargs)) == repr(
+        getattr(torch.nn, name)(*args, **kwargs)
+    )
 
 
 def test_pickle_and_deepcopy():
@@ -336,7 +350,9 @@ ERRORS = {
         torch.randn(2, 3), torch.zeros(3), torch.ones(3), eps=-1.0
     ),
     "F eval without running": lambda nn, F: F.batch_norm(torch.randn(2, 3), None, None),
-    "F eval without running_var": lambda nn, F: F.batch_norm(torch.randn(2, 3), torch.zeros(3), None),
+    "F eval without running_var": lambda nn, F: F.batch_norm(
+        torch.randn(2, 3), torch.zeros(3), None
+    ),
     "F only running_mean": lambda nn, F: F.batch_norm(
         torch.randn(2, 3), torch.zeros(3), None, training=True
     ),
@@ -357,7 +373,10 @@ ERRORS = {
         torch.randn(2, 3), torch.zeros(3).double(), torch.ones(3).double(), training=True
     ),
     "F mixed after weight": lambda nn, F: F.batch_norm(
-        torch.randn(2, 3), torch.zeros(3).double(), torch.ones(3).double(), torch.ones(3),
+        torch.randn(2, 3),
+        torch.zeros(3).double(),
+        torch.ones(3).double(),
+        torch.ones(3),
         training=True,
     ),
     "F half weight fp32 bias": lambda nn, F: F.batch_norm(
@@ -402,9 +421,12 @@ def test_rank_error_message():
 
 def test_memory_format_helper_matches_torch_ambiguous_cases():
     """N111 / 1C1W tensors: our suggest_memory_format agrees with torch's output layout."""
-    for x in (torch.randn(4, 1, 1, 1), torch.randn(1, 3, 1, 5).transpose(1, 3),
-              torch.randn(2, 3, 1, 1).to(memory_format=torch.channels_last),
-              torch.randn(2, 1, 4, 5).to(memory_format=torch.channels_last)):
+    for x in (
+        torch.randn(4, 1, 1, 1),
+        torch.randn(1, 3, 1, 5).transpose(1, 3),
+        torch.randn(2, 3, 1, 1).to(memory_format=torch.channels_last),
+        torch.randn(2, 1, 4, 5).to(memory_format=torch.channels_last),
+    ):
         y_ref = torch.nn.BatchNorm2d(x.shape[1]).eval()(x)
         y = nl.BatchNorm2d(x.shape[1]).eval()(x)
         # strides of size-1 dims do not matter

@@ -32,7 +32,9 @@ CONFIGS = [{}, {"affine": False}, {"bias": False}, {"eps": 1e-3}]
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize(
+    "config", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items())
+)
 @pytest.mark.parametrize("groups,shape", CASES, ids=str)
 def test_matches_torch(groups, shape, config, train, dtype):
     make = lambda ns: ns.GroupNorm(groups, shape[1], **config)  # noqa: E731

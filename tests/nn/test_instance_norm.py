@@ -43,12 +43,19 @@ def _channels(name, shape):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize(
+    "config", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items())
+)
 @pytest.mark.parametrize("name,shape", SHAPES, ids=lambda v: str(v))
 def test_matches_torch(name, shape, config, train, dtype):
     c = _channels(name, shape)
-    run_pair(lambda ns: getattr(ns, name)(c, **config), _x(shape, dtype), train=train, steps=3,
-             dtype=dtype)
+    run_pair(
+        lambda ns: getattr(ns, name)(c, **config),
+        _x(shape, dtype),
+        train=train,
+        steps=3,
+        dtype=dtype,
+    )
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
@@ -66,8 +73,9 @@ def test_layouts_match_torch(x, train):
 @pytest.mark.parametrize("half", [torch.float16, torch.bfloat16], ids=str)
 def test_half_input(half):
     config = {"affine": True, "track_running_stats": True}
-    reference, ours = run_pair(lambda ns: ns.InstanceNorm2d(3, **config), _x((2, 3, 4, 5), half),
-                               dtype=torch.float32)
+    reference, ours = run_pair(
+        lambda ns: ns.InstanceNorm2d(3, **config), _x((2, 3, 4, 5), half), dtype=torch.float32
+    )
     assert ours.running_mean.dtype == torch.float32
 
 

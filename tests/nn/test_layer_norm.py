@@ -31,7 +31,9 @@ CONFIGS = [{}, {"elementwise_affine": False}, {"bias": False}, {"eps": 1e-3}]
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize(
+    "config", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items())
+)
 @pytest.mark.parametrize("shape,normalized_shape", CASES, ids=str)
 def test_matches_torch(shape, normalized_shape, config, train, dtype):
     if shape[-1] == 1 and dtype == torch.float32 and config.get("elementwise_affine", True):

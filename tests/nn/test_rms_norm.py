@@ -25,7 +25,9 @@ CONFIGS = [{}, {"elementwise_affine": False}, {"eps": 1e-3}, {"eps": 0.0}]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize(
+    "config", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items())
+)
 @pytest.mark.parametrize("shape,normalized_shape", CASES, ids=str)
 def test_matches_torch(shape, normalized_shape, config, dtype):
     make = lambda ns: ns.RMSNorm(normalized_shape, **config)  # noqa: E731
@@ -45,8 +47,11 @@ def test_matches_torch(shape, normalized_shape, config, dtype):
 )
 @pytest.mark.parametrize(
     "dy_layout",
-    [None, lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t,
-     lambda t: t.transpose(0, -1).contiguous().transpose(0, -1)],
+    [
+        None,
+        lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t,
+        lambda t: t.transpose(0, -1).contiguous().transpose(0, -1),
+    ],
     ids=["dy-contiguous", "dy-channels-last", "dy-transposed"],
 )
 def test_layouts_match_torch(x, dy_layout):

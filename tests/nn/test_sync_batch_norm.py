@@ -72,7 +72,12 @@ def test_convert_sync_batchnorm(source_ns):
     for a, b in zip(old, new):
         assert type(b) is nl.SyncBatchNorm and b.process_group == "pg"
         assert (b.num_features, b.eps, b.momentum, b.affine, b.track_running_stats) == (
-            a.num_features, a.eps, a.momentum, a.affine, a.track_running_stats)
+            a.num_features,
+            a.eps,
+            a.momentum,
+            a.affine,
+            a.track_running_stats,
+        )
         assert b.weight is a.weight and b.bias is a.bias
         assert b.running_mean is a.running_mean and b.num_batches_tracked is a.num_batches_tracked
         assert b.training == a.training
