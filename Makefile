@@ -13,7 +13,7 @@ export MPLBACKEND := Agg
 export OMP_NUM_THREADS ?= 2
 
 .PHONY: setup book vendor test lint unit kernels distributed exercises notebooks site browser bench \
-        refresh-notebooks colab-cells format clean
+        refresh-notebooks colab-cells format clean bench-gpu
 
 ## setup: a virtual environment with torch (CPU build first, so pip never pulls the CUDA one),
 ## the requirements and normlib itself (editable).
@@ -66,6 +66,10 @@ browser: site
 
 bench: setup
 	$(PY) -m normlib.bench --device cpu
+
+## bench-gpu: on a CUDA machine, writes benchmarks/results/<device>.json and .png
+bench-gpu: setup
+	$(PY) -m normlib.bench --device cuda --out benchmarks/results
 
 ## refresh-notebooks: re-run every chapter top to bottom and store its outputs (execution counts 1..n).
 refresh-notebooks: setup colab-cells

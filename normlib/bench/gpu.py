@@ -440,6 +440,11 @@ def run(quick=False, out=None, *, device="cuda", timer=None, compiler=None, conf
                 torch.cuda.empty_cache()
     doc = write_json(json_path, name, copy_gbps, rows)
     plot(doc, json_path.with_suffix(".png"))
+    if device.type == "cuda" and not quick:
+        # a copy inside the package, where book/10_gpu_kernels.ipynb finds it (also on Colab)
+        from .. import data
+
+        print(f"stored a copy as {data.save('bench_' + json_path.stem, doc)}")
     print()
     print("\n".join(summarize(doc)))
     elapsed = time.perf_counter() - start
