@@ -1,9 +1,9 @@
-"""``python -m normlib.bench --device cpu``: normlib's default CPU backend vs torch's native kernels.
+"""``python -m normlib.bench --device cpu``: normlib's CPU backend vs torch's native kernels.
 
 For each layer and mode the two implementations run interleaved in one process (torch, normlib,
-normlib, torch, ...: alternating which goes first), so drift of a shared machine hits both alike; the
-table reports medians and ``ratio = torch_time / normlib_time`` (1.0: as fast as torch; higher is
-better). Training times one forward + backward (input and parameter gradients); eval times one
+normlib, torch, ...: alternating which goes first), so drift of a shared machine hits both alike;
+the table reports medians and ``ratio = torch_time / normlib_time`` (1.0: as fast as torch; higher
+is better). Training times one forward + backward (input and parameter gradients); eval times one
 forward under ``torch.no_grad()`` with the module in ``eval()``.
 
 Goals (the speed budget of the composite "torch" backend): ratio >= 0.6 in training, >= 0.8 in eval.
@@ -72,10 +72,14 @@ def run(quick: bool = False, out: str | None = None) -> int:
     """Print the comparison table (and write it as JSON to ``out``); returns 0."""
     repeats = 5 if quick else 25
     rows = []
-    print(f"normlib vs torch {torch.__version__} on CPU ({torch.get_num_threads()} threads), "
-          f"median of {repeats} interleaved repeats; ratio = torch time / normlib time")
-    header = f"{'layer':<18} {'shape':<18} {'mode':<6} {'torch ms':>9} {'normlib ms':>11} " \
-             f"{'ratio':>6} {'goal':>5}  met"
+    print(
+        f"normlib vs torch {torch.__version__} on CPU ({torch.get_num_threads()} threads), "
+        f"median of {repeats} interleaved repeats; ratio = torch time / normlib time"
+    )
+    header = (
+        f"{'layer':<18} {'shape':<18} {'mode':<6} {'torch ms':>9} {'normlib ms':>11} "
+        f"{'ratio':>6} {'goal':>5}  met"
+    )
     print(header)
     print("-" * len(header))
     for name, make, shape in CASES:
@@ -103,6 +107,9 @@ def run(quick: bool = False, out: str | None = None) -> int:
     print(f"goals met: {sum(r['met'] for r in rows)}/{len(rows)}")
     if out:
         with open(out, "w") as f:
-            json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(),
-                       "rows": rows}, f, indent=1)
+            json.dump(
+                {"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows},
+                f,
+                indent=1,
+            )
     return 0
