@@ -54,8 +54,17 @@ kernels: setup
 distributed: setup
 	$(BIN)/pytest -q tests -m distributed -p no:cacheprovider
 
+# Notebook kernels must draw inline figures, as when the outputs were stored: with Agg, plt.show()
+# draws nothing (refresh-notebooks would store chapters without figures, nbval fails on every figure).
+notebooks refresh-notebooks: MPLBACKEND := module://matplotlib_inline.backend_inline
+
+## notebooks: strict nbval on copies of the chapters in a fresh temporary folder (the kernels' cwd),
+## as on Colab: a chapter that reads a file of the repository fails. One run checks both.
 notebooks: setup
-	$(BIN)/pytest -q -n 2 --dist loadfile --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg $(NB) -p no:cacheprovider
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	cp $(NB) tests/nbval_sanitize.cfg "$$tmp"/ && cd "$$tmp" && \
+	$(CURDIR)/$(BIN)/pytest -q -n 2 --dist loadfile -p no:cacheprovider --rootdir "$$tmp" \
+		--nbval --nbval-sanitize-with nbval_sanitize.cfg $(notdir $(NB))
 
 site: setup vendor
 	$(BIN)/jupyter-book build . $(JB_FLAGS)

@@ -53,10 +53,10 @@ def batch_norm_memory_format(x: torch.Tensor) -> torch.memory_format:
 
 def memory_format_of(op: str, x: torch.Tensor) -> torch.memory_format:
     """The layout torch gives ``op``'s output and input gradient for an input ``x``."""
+    if op == "layer_norm" or x.is_contiguous():  # a contiguous input is never "channels_last"
+        return torch.contiguous_format
     if op == "batch_norm":
         return batch_norm_memory_format(x)
-    if op == "layer_norm":
-        return torch.contiguous_format
     return suggest_memory_format(x)  # group_norm, rms_norm
 
 

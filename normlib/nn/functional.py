@@ -48,11 +48,12 @@ def update_running_stats(running_mean, running_var, mean, var, count, momentum) 
     Runs under ``no_grad``: a train-mode BN updates its buffers under ``inference_mode`` too.
     """
     with torch.no_grad():
+        # lerp_: running + momentum * (batch - running), one op per buffer
         if running_mean is not None:
-            running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+            running_mean.lerp_(mean.to(running_mean.dtype), momentum)
         if running_var is not None:
             unbiased = var * (count / (count - 1))
-            running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+            running_var.lerp_(unbiased.to(running_var.dtype), momentum)
 
 
 def _empty_batch_norm(x, weight, bias):
@@ -274,19 +275,19 @@ def group_norm(
             f"not {type(num_groups).__name__}"
         )
     c = input.size(1)
-    shape = shape_str(input.shape)
     if c % num_groups != 0:
         raise RuntimeError(
             "Expected number of channels in input to be divisible by num_groups, but got input of "
-            f"shape {shape} and num_groups={num_groups}"
+            f"shape {shape_str(input.shape)} and num_groups={num_groups}"
         )
-    # torch prints the *weight*'s shape in the bias message too ([0] when there is no weight).
-    weight_shape = shape_str(weight.shape) if weight is not None else "[0]"
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and not (p.dim() == 1 and p.numel() == c):
+            # torch prints the *weight*'s shape in the bias message too ([0] without a weight).
+            weight_shape = shape_str(weight.shape) if weight is not None else "[0]"
             raise RuntimeError(
                 f"Expected {name} to be a vector of size equal to the number of channels in input, "
-                f"but got {name} of shape {weight_shape} and input of shape {shape}"
+                f"but got {name} of shape {weight_shape} and input of shape "
+                f"{shape_str(input.shape)}"
             )
     if num_groups <= 0:
         raise RuntimeError(f"Expected num groups to be greater than 0, got {num_groups}")
