@@ -32,6 +32,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from . import nn as nnn
+
 __all__ = [
     "PerDeviceBatchNorm2d",
     "batch_statistics",
@@ -238,7 +240,7 @@ def digits_tensors(test_fraction: float = 0.25, seed: int = 0):
     return x[train], y[train], x[test], y[test]
 
 
-class PerDeviceBatchNorm2d(nn.BatchNorm2d):
+class PerDeviceBatchNorm2d(nnn.BatchNorm2d):
     """BatchNorm2d as ``devices`` data-parallel ranks WITHOUT SyncBatchNorm compute it, in one
     process.
 
@@ -260,7 +262,7 @@ class PerDeviceBatchNorm2d(nn.BatchNorm2d):
             raise ValueError(f"a batch of {len(x)} does not split into {self.devices} equal shards")
         y0 = super().forward(shards[0])  # rank 0: normalizes AND updates the running statistics
         rest = [
-            nn.functional.batch_norm(s, None, None, self.weight, self.bias, True, 0.0, self.eps)
+            nnn.functional.batch_norm(s, None, None, self.weight, self.bias, True, 0.0, self.eps)
             for s in shards[1:]
         ]
         return torch.cat([y0, *rest])

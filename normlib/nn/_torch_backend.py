@@ -97,23 +97,32 @@ def _bn_dims(ndim: int) -> tuple[int, ...]:
     return (0, *range(2, ndim))
 
 
+def _needs_grad(*tensors) -> bool:
+    """Whether autograd will want a backward: else the ops run straight, without a Function."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _bn_train_forward(x, weight, bias, eps):
+    """``(y, mean, var, x - mean, rstd)``; ``mean``/``var`` ``(C,)``, the rest for the backward."""
+    dtype = opmath(x.dtype)
+    view = (1, -1) + (1,) * (x.dim() - 2)
+    mean, var, xm = _moments(x.to(dtype), _bn_dims(x.dim()))  # (1, C, 1, ...), x - mean
+    rstd = torch.rsqrt(var + eps)
+    scale = rstd if weight is None else rstd * weight.to(dtype).view(view)
+    y = xm.mul(scale)  # y = (x - mean) * rstd * gamma + beta
+    if bias is not None:
+        y.add_(bias.to(dtype).view(view))
+    y = like_input(y.to(x.dtype), memory_format_of("batch_norm", x))
+    return y, mean.view(-1), var.view(-1), xm, rstd
+
+
 class BatchNormTrain(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
-        dtype = opmath(x.dtype)
-        xc = x.to(dtype)
-        view = (1, -1) + (1,) * (x.dim() - 2)
-        mean, var, xm = _moments(xc, _bn_dims(x.dim()))  # (1, C, 1, ...), x - mean
-        rstd = torch.rsqrt(var + eps)
-        scale = rstd if weight is None else rstd * weight.to(dtype).view(view)
-        y = xm.mul(scale)  # y = (x - mean) * rstd * gamma + beta
-        if bias is not None:
-            y.add_(bias.to(dtype).view(view))
-        y = like_input(y.to(x.dtype), memory_format_of("batch_norm", x))
+        y, mean, var, xm, rstd = _bn_train_forward(x, weight, bias, eps)
         ctx.save_for_backward(x, weight, xm, rstd)
         ctx.eps = eps
         ctx.has_bias = bias is not None
-        mean, var = mean.view(-1), var.view(-1)
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
 
@@ -160,7 +169,10 @@ def _bn_train_backward(dy, xm, rstd, weight, needs):
 
 def batch_norm_train(x, weight, bias, eps):
     """Training-mode BatchNorm: ``(y, mean, var)``, ``mean``/``var`` ``(C,)``, biased, detached."""
-    return BatchNormTrain.apply(x, weight, bias, eps)
+    if _needs_grad(x, weight, bias):
+        return BatchNormTrain.apply(x, weight, bias, eps)
+    with torch.no_grad():
+        return _bn_train_forward(x, weight, bias, eps)[:3]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -172,24 +184,27 @@ def _eval_scale_shift(mean, var, weight, bias, eps, dtype, ndim):
     """Per-channel ``scale = gamma * rsqrt(var + eps)`` and ``shift = beta - mean * scale``."""
     rstd = torch.rsqrt(var.to(dtype) + eps)
     scale = rstd if weight is None else rstd * weight.to(dtype)
-    shift = -mean.to(dtype) * scale
-    if bias is not None:
-        shift = shift + bias.to(dtype)
+    if bias is None:
+        shift = -mean.to(dtype) * scale
+    else:
+        shift = torch.addcmul(bias.to(dtype), mean.to(dtype), scale, value=-1)
     return _channel_view(scale, ndim), _channel_view(shift, ndim), rstd
+
+
+def _bn_eval_forward(x, mean, var, weight, bias, eps):
+    """``y = x * scale + shift``: a multiply (promoting a half ``x`` to float32), then in place."""
+    scale, shift, _ = _eval_scale_shift(mean, var, weight, bias, eps, opmath(x.dtype), x.dim())
+    y = x.mul(scale).add_(shift)
+    return like_input(y.to(x.dtype), memory_format_of("batch_norm", x))
 
 
 class BatchNormEval(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, mean, var, weight, bias, eps):
-        dtype = opmath(x.dtype)
-        scale, shift, _ = _eval_scale_shift(mean, var, weight, bias, eps, dtype, x.dim())
-        # y = x * scale + shift: a multiply that promotes a half x to float32, then in place.
-        y = x.mul(scale).add_(shift)
-        y = like_input(y.to(x.dtype), memory_format_of("batch_norm", x))
         ctx.save_for_backward(x, mean, var, weight)
         ctx.eps = eps
         ctx.has_bias = bias is not None
-        return y
+        return _bn_eval_forward(x, mean, var, weight, bias, eps)
 
     @staticmethod
     def backward(ctx, dy):
@@ -211,7 +226,10 @@ class BatchNormEval(torch.autograd.Function):
 
 def batch_norm_eval(x, mean, var, weight, bias, eps):
     """Eval-mode BatchNorm with per-channel ``mean``/``var``: ``y = x * scale + shift``."""
-    return BatchNormEval.apply(x, mean, var, weight, bias, eps)
+    if _needs_grad(x, mean, var, weight, bias):
+        return BatchNormEval.apply(x, mean, var, weight, bias, eps)
+    with torch.no_grad():
+        return _bn_eval_forward(x, mean, var, weight, bias, eps)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -328,10 +346,7 @@ def _trailing_backward_rows(dy, x_hat, rstd, weight, n, center, needs):
 
 def _trailing_norm(x, weight, bias, k, eps, center):
     """Through the Function when a gradient may be needed; otherwise straight, in place."""
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, weight, bias)
-    )
-    if needs_grad:
+    if _needs_grad(x, weight, bias):
         return _TrailingNorm.apply(x, weight, bias, k, eps, center)
     with torch.no_grad():
         dtype = opmath(x.dtype)
@@ -368,19 +383,25 @@ def _param_view(t: torch.Tensor, num_groups: int, ndim: int) -> torch.Tensor:
     return t.view((1, num_groups, -1) + (1,) * (ndim - 3))
 
 
+def _gn_forward(x, weight, bias, num_groups, eps):
+    """``(y, x - mean, rstd)`` over the grouped view; the last two for the backward."""
+    dtype = opmath(x.dtype)
+    xg = _group_view(x.to(dtype), num_groups)  # (N, G, D, *spatial)
+    _, var, xm = _moments(xg, tuple(range(2, xg.dim())))  # (N, G, 1, ...), x - mean
+    rstd = torch.rsqrt(var + eps)
+    # gamma varies inside a group, the statistics do not: scale per (n, c).
+    w = None if weight is None else _param_view(weight.to(dtype), num_groups, xg.dim())
+    y = xm.mul(rstd if w is None else rstd * w)
+    if bias is not None:
+        y.add_(_param_view(bias.to(dtype), num_groups, xg.dim()))
+    y = like_input(y.flatten(1, 2).to(x.dtype), memory_format_of("group_norm", x))
+    return y, xm, rstd
+
+
 class GroupNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, num_groups, eps):
-        dtype = opmath(x.dtype)
-        xg = _group_view(x.to(dtype), num_groups)  # (N, G, D, *spatial)
-        _, var, xm = _moments(xg, tuple(range(2, xg.dim())))  # (N, G, 1, ...), x - mean
-        rstd = torch.rsqrt(var + eps)
-        # gamma varies inside a group, the statistics do not: scale per (n, c).
-        w = None if weight is None else _param_view(weight.to(dtype), num_groups, xg.dim())
-        y = xm.mul(rstd if w is None else rstd * w)
-        if bias is not None:
-            y.add_(_param_view(bias.to(dtype), num_groups, xg.dim()))
-        y = like_input(y.flatten(1, 2).to(x.dtype), memory_format_of("group_norm", x))
+        y, xm, rstd = _gn_forward(x, weight, bias, num_groups, eps)
         ctx.save_for_backward(x, weight, xm, rstd)
         ctx.num_groups, ctx.eps, ctx.has_bias = num_groups, eps, bias is not None
         return y
@@ -434,4 +455,7 @@ def _gn_backward(dy, xm, rstd, weight, g, needs):
 
 def group_norm(x, num_groups, weight, bias, eps):
     """GroupNorm of ``(N, C, *spatial)``: ``num_groups`` groups of ``C / num_groups`` channels."""
-    return GroupNorm.apply(x, weight, bias, num_groups, eps)
+    if _needs_grad(x, weight, bias):
+        return GroupNorm.apply(x, weight, bias, num_groups, eps)
+    with torch.no_grad():
+        return _gn_forward(x, weight, bias, num_groups, eps)[0]
