@@ -95,8 +95,14 @@ def _where(exc) -> str:
     return f" (line {frames[-1].lineno}: `{line}`)" if line else f" (line {frames[-1].lineno})"
 
 
-def run_cases(fn: Callable, cases: list[Case], *, what: str, rtol=1e-5, atol=1e-6) -> Result:
-    """Run ``fn`` on every case; the first failing case becomes the hint."""
+def run_cases(
+    fn: Callable, cases: list[Case], *, what: str, rtol=1e-5, atol=1e-6, mistakes=()
+) -> Result:
+    """Run ``fn`` on every case; the first failing case becomes the hint.
+
+    ``mistakes``: ``[(wrong_fn, hint), ...]``, known wrong answers. When the reader's answer on the
+    failing case equals ``wrong_fn``'s on the same arguments, that mistake's hint is the message.
+    """
     if not callable(fn):
         return Result(False, f"❌ {what}: expected a function, got {type(fn).__name__}.")
     for case in cases:
@@ -123,9 +129,26 @@ def run_cases(fn: Callable, cases: list[Case], *, what: str, rtol=1e-5, atol=1e-
             atol=atol if case.atol is None else case.atol,
         )
         if why:
+            known = _known_mistake(got, case, mistakes, rtol, atol)
+            if known:
+                return Result(False, f"❌ {what}, case '{case.name}': {known}")
             hint = f" Hint: {case.hint}" if case.hint else ""
             return Result(False, f"❌ {what}, case '{case.name}': {why}.{hint}")
     return Result(True, f"✅ {what}: all {len(cases)} cases pass.")
+
+
+def _known_mistake(got, case: Case, mistakes, rtol, atol) -> str | None:
+    """The hint of the first mistake whose answer on ``case`` equals ``got``, else None."""
+    for wrong, hint in mistakes:
+        args = tuple(np.copy(a) if isinstance(a, np.ndarray) else a for a in case.args)
+        try:
+            with np.errstate(all="ignore"):  # a mistake may well divide by zero
+                mistaken = wrong(*args, **case.kwargs)
+        except Exception:  # a mistake that does not apply to this case
+            continue
+        if compare(got, mistaken, rtol=rtol, atol=atol) is None:
+            return hint
+    return None
 
 
 def check_value(got, expected, *, what: str, hint: str = "", rtol=1e-5, atol=1e-6) -> Result:

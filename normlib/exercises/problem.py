@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._check import Case, Result, compare, run_cases
+from ._check import Case, Result, run_cases
 
 __all__ = [
     "check_ics",
@@ -20,27 +20,6 @@ __all__ = [
     "saturated_share",
     "smoothness",
 ]
-
-
-def _diagnosed(fn, cases, *, what, mistakes=(), rtol=1e-5, atol=1e-8) -> Result:
-    """:func:`run_cases`, but a first failing answer equal to a known mistake's gets its hint."""
-    result = run_cases(fn, cases, what=what, rtol=rtol, atol=atol)
-    if result:
-        return result
-    for case in cases:
-        args = tuple(np.copy(a) if isinstance(a, np.ndarray) else a for a in case.args)
-        try:
-            got = fn(*args, **case.kwargs)
-        except Exception:  # run_cases already said what raised, and where
-            return result
-        if compare(got, case.expected, rtol=rtol, atol=atol) is None:
-            continue  # the first failing case is the one run_cases reported
-        for wrong, hint in mistakes:
-            mistaken = wrong(*case.args, **case.kwargs)
-            if compare(got, mistaken, rtol=rtol, atol=atol) is None:
-                return Result(False, f"❌ {what}, case '{case.name}': {hint}")
-        return result
-    return result
 
 
 # -------------------------------------------------------------------------------------------------
@@ -115,7 +94,7 @@ def check_saturated_share(fn) -> Result:
         ),
         (_count_not_share, "you returned a count; divide by the number of entries to get a share."),
     ]
-    return _diagnosed(fn, cases, what="saturated_share", mistakes=mistakes)
+    return run_cases(fn, cases, what="saturated_share", mistakes=mistakes, atol=1e-8)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -203,7 +182,7 @@ def check_smoothness(fn) -> Result:
         (_smooth_mean, "you averaged over the step sizes; take the maximum (the worst case)."),
         (_smooth_plus, "you stepped uphill (w + eta g); a gradient step goes to w - eta g."),
     ]
-    return _diagnosed(fn, cases, what="smoothness", mistakes=mistakes)
+    return run_cases(fn, cases, what="smoothness", mistakes=mistakes, atol=1e-8)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -304,7 +283,7 @@ def check_ics(fn) -> Result:
         (_ics_both_moved, "G' moves only the EARLIER layer: W1 - lr dL/dW1 with W2 unchanged."),
         (_ics_sum_loss, "the loss is the mean over the N samples, not the sum."),
     ]
-    return _diagnosed(fn, cases, what="ics", mistakes=mistakes)
+    return run_cases(fn, cases, what="ics", mistakes=mistakes, atol=1e-8)
 
 
 # -------------------------------------------------------------------------------------------------
