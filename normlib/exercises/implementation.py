@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .. import nn as nnn
-from ._check import Case, Result, run_cases
+from ._check import Case, Result
 from .variants import run_cases_diagnosed
 
 # ---------------------------------------------------------------------------------------------------
