@@ -1,22 +1,22 @@
 """Backends: which implementation computes normlib.nn's results.
 
-``"numpy"``: the :mod:`normlib.ref` reference wrapped in ``torch.autograd.Function`` s (slow, readable).
-``"torch"``: normlib's own composite torch ops (the CPU default).
-``"triton"``: the Triton kernels of :mod:`normlib.kernels` (the default for CUDA tensors; on a CPU they
-run through Triton's interpreter, ``TRITON_INTERPRET=1``).
+- ``"numpy"``: the :mod:`normlib.ref` reference in ``torch.autograd.Function`` s (slow, readable).
+- ``"torch"``: normlib's own composite torch ops (the CPU default).
+- ``"triton"``: the Triton kernels of :mod:`normlib.kernels` (the default for CUDA tensors; on a
+  CPU they run through Triton's interpreter, ``TRITON_INTERPRET=1``).
 
 A backend is a module exposing the same five differentiable ops (tensors in, tensors out, autograd
 through them):
 
-- ``batch_norm_train(x, weight, bias, eps) -> (y, mean, var)``: per-channel batch statistics, ``var``
-  biased; ``mean``/``var`` are detached, float32 for half inputs.
+- ``batch_norm_train(x, weight, bias, eps) -> (y, mean, var)``: per-channel batch statistics,
+  ``var`` biased; ``mean``/``var`` are detached, float32 for half inputs.
 - ``batch_norm_eval(x, mean, var, weight, bias, eps) -> y``
 - ``layer_norm(x, normalized_shape, weight, bias, eps) -> y``
 - ``rms_norm(x, normalized_shape, weight, eps) -> y``
 - ``group_norm(x, num_groups, weight, bias, eps) -> y``
 
-Argument checking, running statistics and dtype promotion live in :mod:`normlib.nn.functional`, once,
-for every backend.
+Argument checking, running statistics and dtype promotion live in
+:mod:`normlib.nn.functional`, once, for every backend.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ _MODULES = {
     "torch": "normlib.nn._torch_backend",
     "triton": "normlib.kernels",
 }
-_selected: contextvars.ContextVar[str | None] = contextvars.ContextVar("normlib_backend", default=None)
+_selected: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "normlib_backend", default=None
+)
 
 
 def backends() -> list[str]:
@@ -68,7 +70,7 @@ def current_backend() -> str | None:
 
 
 def resolve(device) -> str:
-    """The backend that computes on ``device``: the selected one, else the default for the device."""
+    """The backend that computes on ``device``: the selected one, else the device's default."""
     name = _selected.get()
     if name is not None:
         return name

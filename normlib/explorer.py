@@ -50,8 +50,9 @@ class Explorer:
             plt.show()
 
         sliders = {
-            k: widgets.SelectionSlider(options=v, value=self.defaults()[k], description=k,
-                                       continuous_update=False)
+            k: widgets.SelectionSlider(
+                options=v, value=self.defaults()[k], description=k, continuous_update=False
+            )
             for k, v in self.params.items()
         }
         return widgets.interactive(show, **sliders)
@@ -68,9 +69,9 @@ class Explorer:
             # no "Software" metadata: the bytes depend only on the pixels
             fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
             plt.close(fig)
-            out["-".join(map(str, idx))] = "data:image/png;base64," + base64.b64encode(
-                buf.getvalue()
-            ).decode()
+            out["-".join(map(str, idx))] = (
+                "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+            )
         return out
 
     def static_html(self, dpi: int = 72) -> str:
@@ -113,9 +114,7 @@ class Explorer:
             f'<div id="{uid}" class="nbx-explorer" style="margin:1em 0">'
             + "".join(rows)
             + f'<img class="nbx-frame" alt="{html.escape(self.name)} explorer" src="{first}"'
-            f' style="max-width:100%">'
-            + "</div>"
-            + script
+            f' style="max-width:100%">' + "</div>" + script
         )
 
     def static(self, dpi: int = 72):

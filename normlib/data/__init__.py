@@ -1,8 +1,8 @@
 """Results of the book's full-scale experiments, stored as JSON inside the package.
 
-A chapter's quick run executes in seconds; its full-scale version runs behind a flag (``FULL = True``)
-and writes its results here with :func:`save`, so the notebook loads the same file on the website, in
-CI and on Colab, where only the installed package is there.
+A chapter's quick run executes in seconds; its full-scale version runs behind a flag
+(``FULL = True``) and writes its results here with :func:`save`, so the notebook loads the same
+file on the website, in CI and on Colab, where only the installed package is there.
 """
 
 from __future__ import annotations
@@ -27,4 +27,6 @@ def save(name: str, value) -> pathlib.Path:
 def names(prefix: str = "") -> list[str]:
     """Names of the stored results that start with ``prefix``, sorted."""
     files = resources.files(__name__).iterdir()
-    return sorted(f.name[:-5] for f in files if f.name.endswith(".json") and f.name.startswith(prefix))
+    return sorted(
+        f.name[:-5] for f in files if f.name.endswith(".json") and f.name.startswith(prefix)
+    )

@@ -6,9 +6,9 @@
     x_hat = (x - mean) * rstd
     y = gamma * x_hat + beta
 
-Everything runs in float64 whatever the input dtype (NumPy's float32 ``mean`` over a long axis can be
-off by percent), and outputs come back in the input's dtype. Which axes each norm reduces over is
-decided in :mod:`normlib.axes`, not here.
+Everything runs in float64 whatever the input dtype (NumPy's float32 ``mean`` over a long axis
+can be off by percent), and outputs come back in the input's dtype. Which axes each norm reduces
+over is decided in :mod:`normlib.axes`, not here.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ def normalize_forward(x, axes, eps, *, center=True):
     """``x_hat`` of ``x`` over ``axes``; returns ``(x_hat, stats)`` in float64.
 
     ``stats`` holds ``mean`` (zeros if ``center`` is False), ``var`` (biased; for RMSNorm the mean
-    square), ``rstd`` and ``count`` (elements per set), each shaped like ``x`` with ``axes`` kept as 1.
+    square), ``rstd`` and ``count`` (elements per set), each shaped like ``x`` with ``axes`` kept
+    as 1.
     """
     x = np.asarray(x, dtype=np.float64)
     count = int(np.prod([x.shape[a] for a in axes]))
@@ -40,7 +41,7 @@ def normalize_backward(dx_hat, x_hat, rstd, axes, *, center=True):
 
         dx = rstd * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat))
 
-    The ``mean(dx_hat)`` term comes from the path through ``mean``; RMSNorm has no mean and drops it.
+    The ``mean(dx_hat)`` term comes from the path through ``mean`` (RMSNorm has none: no term).
     The ``x_hat * mean(dx_hat * x_hat)`` term comes from the path through ``var``.
     """
     proj = (dx_hat * x_hat).mean(axis=axes, keepdims=True)
@@ -51,7 +52,7 @@ def normalize_backward(dx_hat, x_hat, rstd, axes, *, center=True):
 
 
 def affine_forward(x_hat, gamma, beta, shape):
-    """``y = gamma * x_hat + beta`` with ``gamma``/``beta`` (either may be None) viewed as ``shape``."""
+    """``y = gamma * x_hat + beta``, ``gamma``/``beta`` (either may be None) viewed as ``shape``."""
     y = x_hat
     if gamma is not None:
         y = y * np.asarray(gamma, dtype=np.float64).reshape(shape)
@@ -63,8 +64,9 @@ def affine_forward(x_hat, gamma, beta, shape):
 def affine_backward(dy, x_hat, gamma, view, param_shape, has_beta):
     """``(dx_hat, dgamma, dbeta)`` of the affine step.
 
-    ``view`` is the broadcast shape of gamma/beta (see :func:`channel_shape`); ``dgamma``/``dbeta`` sum
-    over the axes where ``view`` is 1 and come back in ``param_shape`` (None where absent).
+    ``view`` is the broadcast shape of gamma/beta (see :func:`channel_shape`);
+    ``dgamma``/``dbeta`` sum over the axes where ``view`` is 1 and come back in ``param_shape``
+    (None where absent).
     """
     dy = np.asarray(dy, dtype=np.float64)
     sum_axes = tuple(a for a, s in enumerate(view) if s == 1)  # the axes gamma is broadcast along

@@ -15,7 +15,7 @@ from ._core import affine_forward, as_output, channel_shape, norm_backward, norm
 
 def batch_norm_forward(x, gamma=None, beta=None, eps=1e-5):
     """Training-mode BatchNorm. Returns ``(y, cache)``; ``cache["mean"]``/``cache["var"]`` are the
-    batch's per-channel mean and biased variance, shape ``(C,)``, and ``cache["count"]`` is N·H·W."""
+    batch's per-channel mean and biased variance, shape ``(C,)``; ``cache["count"]`` is N·H·W."""
     x = np.asarray(x)
     y, cache = norm_forward(
         x,
@@ -39,7 +39,7 @@ def batch_norm_backward(dy, cache):
 def batch_norm_inference(x, running_mean, running_var, gamma=None, beta=None, eps=1e-5):
     """Eval-mode BatchNorm: an elementwise affine map with the running statistics.
 
-        y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta
+    y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta
     """
     x = np.asarray(x)
     view = channel_shape(x.ndim, x.shape[1])

@@ -2,7 +2,8 @@
 
     x: (N, C, *spatial) viewed as (N, G, C/G, *spatial)   mean, var: (N, G)   gamma, beta: (C,)
 
-G = C is InstanceNorm; G = 1 normalizes like LayerNorm over (C, *spatial) but keeps per-channel affine.
+G = C is InstanceNorm; G = 1 normalizes like LayerNorm over (C, *spatial) but keeps per-channel
+affine parameters.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def group_norm_forward(x, gamma=None, beta=None, num_groups=1, eps=1e-5):
     grouped = x.reshape(group_view_shape(x.shape, num_groups))  # (N, G, C/G, *spatial)
     y, cache = norm_forward(
         grouped,
-        None,  # gamma and beta are per channel, not per group: applied below on the (N, C, ...) view
+        None,  # gamma and beta are per channel, not per group: applied below, on (N, C, ...)
         None,
         eps,
         axes=reduction_axes("group_norm", grouped.ndim),  # (2, 3, ...)

@@ -1,6 +1,6 @@
 """InstanceNorm in NumPy: statistics per sample and channel, over the spatial dims only.
 
-    x: (N, C, *spatial)   mean, var: (N, C)   gamma, beta: (C,)
+x: (N, C, *spatial)   mean, var: (N, C)   gamma, beta: (C,)
 """
 
 from __future__ import annotations

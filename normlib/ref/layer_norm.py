@@ -1,6 +1,6 @@
 """LayerNorm in NumPy: statistics over the last ``len(normalized_shape)`` dims of each sample.
 
-    x: (*, *normalized_shape)   mean, var: (*, 1, ..., 1)   gamma, beta: normalized_shape
+x: (*, *normalized_shape)   mean, var: (*, 1, ..., 1)   gamma, beta: normalized_shape
 """
 
 from __future__ import annotations

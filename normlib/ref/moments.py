@@ -6,7 +6,7 @@ arithmetic, differ a lot in floating point:
 - ``naive``: ``E[x^2] - E[x]^2`` in one pass. Cancels catastrophically when ``|mean| >> std``.
 - ``two_pass``: the mean first, then ``E[(x - mean)^2]``. Accurate; reads the data twice.
 - ``welford``: one pass, updating ``(count, mean, M2)`` per element (Welford, 1962).
-- ``shifted``: one pass of sums of ``x - K`` for a shift ``K`` near the mean (e.g. the first element).
+- ``shifted``: one pass of sums of ``x - K`` for a shift ``K`` near the mean (e.g. ``x[0]``).
 
 ``chan_merge`` combines two partial ``(count, mean, M2)`` results exactly (Chan, Golub & LeVeque,
 1979): the tool that lets GPU blocks and distributed ranks compute statistics in parallel.
@@ -38,7 +38,7 @@ def two_pass_var(x):
 
 
 def shifted_var(x, shift=None):
-    """Sums of ``x - K`` with ``K = x[0]`` by default: cancels only ``|mean - K|``, not ``|mean|``."""
+    """Sums of ``x - K`` (``K = x[0]`` by default): cancels only ``|mean - K|``, not ``|mean|``."""
     x = np.asarray(x)
     k = x[0] if shift is None else x.dtype.type(shift)
     n = x.dtype.type(x.size)
@@ -50,9 +50,9 @@ def shifted_var(x, shift=None):
 
 
 def welford(x):
-    """Welford's online update in ``x.dtype``; returns ``(count, mean, M2)`` with ``var = M2 / count``.
+    """Welford's online update in ``x.dtype``: ``(count, mean, M2)``, with ``var = M2 / count``.
 
-        count += 1;  delta = x - mean;  mean += delta / count;  M2 += delta * (x - mean)
+    count += 1;  delta = x - mean;  mean += delta / count;  M2 += delta * (x - mean)
     """
     x = np.asarray(x)
     one = x.dtype.type(1)

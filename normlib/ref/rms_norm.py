@@ -1,6 +1,6 @@
 """RMSNorm in NumPy: LayerNorm without the mean (no centering, no beta).
 
-    rms = sqrt(mean(x^2) + eps)   y = gamma * x / rms        (Zhang & Sennrich, 2019)
+rms = sqrt(mean(x^2) + eps)   y = gamma * x / rms        (Zhang & Sennrich, 2019)
 """
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ from .layer_norm import _normalized_shape
 def rms_norm_forward(x, gamma=None, normalized_shape=None, eps=None):
     """``y = gamma * x / sqrt(mean(x^2) + eps)`` over the trailing dims. Returns ``(y, cache)``.
 
-    ``eps=None`` means ``np.finfo(x.dtype).eps``, as in ``torch.nn.RMSNorm``.
+    ``eps=None`` means the machine epsilon of the dtype the op computes in, as in
+    ``torch.nn.RMSNorm``: ``finfo(x.dtype).eps``, with float16 computed in float32.
     """
     x = np.asarray(x)
     if eps is None:
-        eps = float(np.finfo(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64).eps)
+        # torch computes half inputs in float32 and takes that type's eps
+        dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+        eps = float(np.finfo(np.float32 if dtype == np.float16 else dtype).eps)
     shape = _normalized_shape(x, gamma, normalized_shape)
     return norm_forward(
         x,
