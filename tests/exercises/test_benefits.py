@@ -3,41 +3,13 @@ hint, and turn a reader's exception into a message; the chapter's explorer draws
 
 from __future__ import annotations
 
-import json
-import pathlib
-
 import pytest
 import torch
+from _notebook import hint as _hint
+from _notebook import notebook_cell_namespace
+from _notebook import ok as _ok
 
 from normlib.exercises import benefits as ex
-
-BOOK = pathlib.Path(__file__).resolve().parents[2] / "book"
-
-
-def notebook_cell_namespace(notebook: str, marker: str) -> dict:
-    """Execute the one code cell of ``book/<notebook>`` containing ``marker`` (a self-contained
-    cell, e.g. an explorer's draw function) and return its namespace."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    cells = json.loads((BOOK / notebook).read_text())["cells"]
-    found = [
-        "".join(c["source"])
-        for c in cells
-        if c["cell_type"] == "code" and marker in "".join(c["source"])
-    ]
-    assert len(found) == 1, f"{notebook}: expected one code cell containing {marker!r}"
-    ns: dict = {}
-    exec(compile(found[0], f"{notebook}:{marker}", "exec"), ns)
-    return ns
-
-
-def _ok(result):
-    return bool(result) and repr(result).startswith("✅")
-
-
-def _hint(result, text):
-    return (not result) and repr(result).startswith("❌") and text in repr(result)
 
 
 def test_grad_norms():
