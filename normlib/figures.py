@@ -6,8 +6,12 @@
 - :func:`norm_cube_figure`: one such cube per norm, side by side.
 - :func:`draw_flowchart`: boxes and arrows, with one path through them highlighted (the "which
   normalization should I use?" figure).
+- :func:`normalized_values` / :func:`batch_noise_figure`: what one activation is normalized to in
+  random batches (the explorer of the chapter on variants).
+- :func:`finetune_figure`: fine-tuning runs with BatchNorm in train or eval mode (the explorer of
+  the chapter on implementation details).
 
-Everything here takes matplotlib axes and returns what it drew, so tests can check it without pixels.
+Each function returns what it drew (masks, boxes, figures), so tests can check it without pixels.
 """
 
 from __future__ import annotations
@@ -37,11 +41,12 @@ def draw_norm_cube(
     color: str = HIGHLIGHT,
     title: str | None = None,
 ):
-    """Draw the ``(N, C, H·W)`` tensor on the 3-D axes ``ax`` with the cells that share statistics with
-    the element at ``index`` highlighted; returns that boolean mask, shape ``shape``.
+    """Draw the ``(N, C, H·W)`` tensor on the 3-D axes ``ax`` with the cells that share statistics
+    with the element at ``index`` highlighted; returns that boolean mask, shape ``shape``.
 
-    ``norm`` is a name of :data:`normlib.axes.NORMS`. LayerNorm and RMSNorm normalize over ``(C, H·W)``
-    here (``normalized_shape = (C, H, W)``, as in Wu & He's figure); ``num_groups`` is GroupNorm's G.
+    ``norm`` is a name of :data:`normlib.axes.NORMS`. LayerNorm and RMSNorm normalize over
+    ``(C, H·W)`` here (``normalized_shape = (C, H, W)``, as in Wu & He's figure); ``num_groups`` is
+    GroupNorm's G.
     The default ``index`` is the corner cell nearest the viewer, so every highlighted set shows.
     """
     n, c, hw = shape
@@ -100,8 +105,16 @@ def norm_cube_figure(
         title = f"{TITLES[norm]} (G={num_groups})" if norm == "group_norm" else None
         masks[norm] = draw_norm_cube(ax, norm, shape=shape, num_groups=num_groups, title=title)
         if notes and norm in notes:
-            ax.text2D(0.5, -0.02, notes[norm], transform=ax.transAxes, ha="center", va="top",
-                      fontsize=8, color="0.25")
+            ax.text2D(
+                0.5,
+                -0.02,
+                notes[norm],
+                transform=ax.transAxes,
+                ha="center",
+                va="top",
+                fontsize=8,
+                color="0.25",
+            )
     fig.subplots_adjust(left=0.0, right=0.97, bottom=0.06, top=0.92, wspace=0.05)
     return fig, masks
 
@@ -110,8 +123,9 @@ def draw_flowchart(ax, nodes: dict, edges, *, highlight=(), color: str = HIGHLIG
     """Boxes and arrows on ``ax`` (axes coordinates 0..1); returns ``{name: box patch}``.
 
     ``nodes``: ``{name: (x, y, text, kind)}`` with ``kind`` ``"question"`` (rounded box) or
-    ``"answer"`` (filled box). ``edges``: ``[(src, dst, label), ...]``. ``highlight``: the names of the
-    nodes on one path, in order; those boxes and the arrows between consecutive ones take ``color``.
+    ``"answer"`` (filled box). ``edges``: ``[(src, dst, label), ...]``. ``highlight``: the names of
+    the nodes on one path, in order; those boxes and the arrows between consecutive ones take
+    ``color``.
     """
     from matplotlib.patches import FancyArrowPatch
 
@@ -120,16 +134,28 @@ def draw_flowchart(ax, nodes: dict, edges, *, highlight=(), color: str = HIGHLIG
     boxes = {}
     for name, (x, y, text, kind) in nodes.items():
         lit = name in on_path
-        face = ("#e8f1fa" if kind == "question" else "#f4f4f4") if not lit else (
-            "#cfe3f6" if kind == "question" else color
+        face = (
+            ("#e8f1fa" if kind == "question" else "#f4f4f4")
+            if not lit
+            else ("#cfe3f6" if kind == "question" else color)
         )
         text_color = "white" if lit and kind == "answer" else "black"
         label = ax.text(
-            x, y, text, ha="center", va="center", fontsize=8.5, color=text_color,
-            fontweight="bold" if kind == "answer" else "normal", transform=ax.transAxes, zorder=3,
+            x,
+            y,
+            text,
+            ha="center",
+            va="center",
+            fontsize=8.5,
+            color=text_color,
+            fontweight="bold" if kind == "answer" else "normal",
+            transform=ax.transAxes,
+            zorder=3,
             bbox=dict(
                 boxstyle="round,pad=0.45" if kind == "question" else "square,pad=0.45",
-                facecolor=face, edgecolor=color if lit else "0.45", linewidth=2.2 if lit else 0.8,
+                facecolor=face,
+                edgecolor=color if lit else "0.45",
+                linewidth=2.2 if lit else 0.8,
             ),
         )
         boxes[name] = label.get_bbox_patch()
@@ -138,24 +164,43 @@ def draw_flowchart(ax, nodes: dict, edges, *, highlight=(), color: str = HIGHLIG
         lit = (src, dst) in path_edges
         (x0, y0), (x1, y1) = nodes[src][:2], nodes[dst][:2]
         arrow = FancyArrowPatch(
-            (x0, y0), (x1, y1), transform=ax.transAxes, arrowstyle="-|>", mutation_scale=11,
-            color=color if lit else "0.55", linewidth=2.2 if lit else 0.9,
+            (x0, y0),
+            (x1, y1),
+            transform=ax.transAxes,
+            arrowstyle="-|>",
+            mutation_scale=11,
+            color=color if lit else "0.55",
+            linewidth=2.2 if lit else 0.9,
             # clipped at the boxes' edges; drawn after them (zorder) so their patches are placed
-            patchA=boxes[src], patchB=boxes[dst], shrinkA=1, shrinkB=1, zorder=3.5,
+            patchA=boxes[src],
+            patchB=boxes[dst],
+            shrinkA=1,
+            shrinkB=1,
+            zorder=3.5,
         )
         ax.add_patch(arrow)
         if label:
-            ax.text((x0 + x1) / 2, (y0 + y1) / 2, label, transform=ax.transAxes, ha="center",
-                    va="center", fontsize=7.5, color=color if lit else "0.3", zorder=4,
-                    bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none"))
+            ax.text(
+                (x0 + x1) / 2,
+                (y0 + y1) / 2,
+                label,
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=7.5,
+                color=color if lit else "0.3",
+                zorder=4,
+                bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none"),
+            )
     ax.set_axis_off()
     return boxes
 
 
-def normalized_values(x, norm, batch_size, *, sample=0, index=(0, 0, 0), draws=200, seed=0,
-                      num_groups=2):
-    """What element ``index = (c, h, w)`` of sample ``sample`` of ``x`` (M, C, H, W) is normalized to,
-    in ``draws`` random training batches of ``batch_size`` that contain that sample.
+def normalized_values(
+    x, norm, batch_size, *, sample=0, index=(0, 0, 0), draws=200, seed=0, num_groups=2
+):
+    """What element ``index = (c, h, w)`` of sample ``sample`` of ``x`` (M, C, H, W) is normalized
+    to, in ``draws`` random training batches of ``batch_size`` that contain that sample.
 
     Batch norm's value depends on the other ``batch_size - 1`` samples drawn with it; the per-sample
     norms give the same value in every batch. Returns a float64 array of shape ``(draws,)``.
@@ -180,24 +225,53 @@ def normalized_values(x, norm, batch_size, *, sample=0, index=(0, 0, 0), draws=2
     return out
 
 
-def batch_noise_figure(x, norm, batch_size, *, sample=0, index=(0, 0, 0), draws=200, seed=0,
-                       num_groups=2, xlim=(-3.0, 3.0), figsize=(6, 3.5)):
-    """Histogram of :func:`normalized_values`, with batch norm's eval-mode value (statistics of all of
-    ``x``, what converged running statistics give) as a dashed line. Returns the figure."""
+def batch_noise_figure(
+    x,
+    norm,
+    batch_size,
+    *,
+    sample=0,
+    index=(0, 0, 0),
+    draws=200,
+    seed=0,
+    num_groups=2,
+    xlim=(-3.0, 3.0),
+    figsize=(6, 3.5),
+):
+    """Histogram of :func:`normalized_values`, with batch norm's eval-mode value (statistics of all
+    of ``x``, what converged running statistics give) as a dashed line. Returns the figure."""
     import matplotlib.pyplot as plt
 
-    values = normalized_values(x, norm, batch_size, sample=sample, index=index, draws=draws,
-                               seed=seed, num_groups=num_groups)
+    values = normalized_values(
+        x,
+        norm,
+        batch_size,
+        sample=sample,
+        index=index,
+        draws=draws,
+        seed=seed,
+        num_groups=num_groups,
+    )
     c, h, w = index
     xs = np.asarray(x, dtype=np.float64)[:, c]
     eval_value = (xs[sample, h, w] - xs.mean()) / np.sqrt(xs.var() + 1e-5)
     fig, ax = plt.subplots(figsize=figsize)
     bins = np.linspace(*xlim, 61)
-    ax.hist(np.clip(values, *xlim), bins=bins, color=HIGHLIGHT, alpha=0.85,
-            label=f"training mode, {draws} random batches")
+    ax.hist(
+        np.clip(values, *xlim),
+        bins=bins,
+        color=HIGHLIGHT,
+        alpha=0.85,
+        label=f"training mode, {draws} random batches",
+    )
     if norm == "batch_norm":
-        ax.axvline(eval_value, color="#d62728", ls="--", lw=1.5,
-                   label="eval mode (statistics of the whole data set)")
+        ax.axvline(
+            eval_value,
+            color="#d62728",
+            ls="--",
+            lw=1.5,
+            label="eval mode (statistics of the whole data set)",
+        )
     ax.set_xlim(*xlim)
     ax.set_ylim(0, draws * 1.05)
     ax.set_xlabel("normalized value of one fixed activation")
@@ -225,12 +299,20 @@ def finetune_figure(results, batch_size, bn_mode, *, figsize=(7.5, 3.2)):
     colors = dict(zip(sorted(modes), ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")))
     for mode in sorted(modes):
         run = results[batch_size, mode]
-        style = dict(color=colors[mode], lw=2.2 if mode == bn_mode else 1.0,
-                     alpha=1.0 if mode == bn_mode else 0.45)
+        style = dict(
+            color=colors[mode],
+            lw=2.2 if mode == bn_mode else 1.0,
+            alpha=1.0 if mode == bn_mode else 0.45,
+        )
         ax_acc.plot(run["step"], run["accuracy"], label=mode, **style)
         ax_mean.plot(run["step"], run["running_mean"], **style)
-    ax_mean.axhline(results[batch_size, bn_mode]["pretrained_mean"], color="0.3", ls="--", lw=1,
-                    label="before fine-tuning")
+    ax_mean.axhline(
+        results[batch_size, bn_mode]["pretrained_mean"],
+        color="0.3",
+        ls="--",
+        lw=1,
+        label="before fine-tuning",
+    )
     final = results[batch_size, bn_mode]["accuracy"][-1]
     ax_acc.set_title(f"batch {batch_size}, BN in {bn_mode}: {final:.0%}", fontsize=10)
     ax_acc.set_xlabel("fine-tuning step")

@@ -1,5 +1,5 @@
-"""normlib.figures: the cubes highlight exactly normlib.axes' sets, the flowchart highlights the path,
-the batch-noise explorer's frames depend on their parameters."""
+"""normlib.figures: the cubes highlight exactly normlib.axes' sets, the flowchart highlights the
+path, the explorers' frames depend on their parameters."""
 
 import io
 
@@ -17,6 +17,7 @@ from normlib.figures import (  # noqa: E402
     batch_noise_figure,
     draw_flowchart,
     draw_norm_cube,
+    finetune_figure,
     norm_cube_figure,
     normalized_values,
 )
@@ -49,8 +50,9 @@ def test_cube_highlights_the_stat_mask(norm, shape, index, groups):
 def test_cube_set_sizes():
     n, c, hw = 5, 6, 4
     ax = plt.figure().add_subplot(projection="3d")
-    sizes = {norm: int(draw_norm_cube(ax, norm, shape=(n, c, hw), num_groups=3).sum())
-             for norm in NORMS}
+    sizes = {
+        norm: int(draw_norm_cube(ax, norm, shape=(n, c, hw), num_groups=3).sum()) for norm in NORMS
+    }
     assert sizes == {
         "batch_norm": n * hw,  # one channel, every sample and position
         "instance_norm": hw,
@@ -70,8 +72,12 @@ def test_cube_highlight_colour_is_on_the_highlighted_cells_only():
 
 
 def test_norm_cube_figure_one_panel_per_norm():
-    fig, masks = norm_cube_figure(("batch_norm", "group_norm"), shape=(3, 4, 2), num_groups=2,
-                                  notes={"group_norm": "two groups"})
+    fig, masks = norm_cube_figure(
+        ("batch_norm", "group_norm"),
+        shape=(3, 4, 2),
+        num_groups=2,
+        notes={"group_norm": "two groups"},
+    )
     assert list(masks) == ["batch_norm", "group_norm"]
     assert len(fig.axes) == 2
     assert fig.axes[1].get_title() == "Group Norm (G=2)"
@@ -139,3 +145,35 @@ def test_batch_noise_frames_differ(features):
     c = batch_noise_figure(features, "group_norm", 2, draws=50)
     assert "batch size 2" in a.axes[0].get_title() and "Group Norm" in c.axes[0].get_title()
     assert len({_png(a), _png(b), _png(c)}) == 3
+
+
+def _fake_runs():
+    runs = {}
+    for b in (2, 8):
+        for mode, acc in (("train mode", 0.4), ("eval mode", 0.8)):
+            runs[b, mode] = {
+                "step": [10, 20, 30],
+                "accuracy": [0.2, acc - 0.1, acc + b / 100],
+                "running_mean": [0.1, 0.3 if mode == "train mode" else 0.0, 0.2],
+                "pretrained_mean": 0.0,
+            }
+    return runs
+
+
+def test_finetune_figure_bold_run_and_frames_differ():
+    runs = _fake_runs()
+    fig = finetune_figure(runs, 2, "eval mode")
+    ax_acc, ax_mean = fig.axes
+    widths = {line.get_label(): line.get_linewidth() for line in ax_acc.lines}
+    assert widths["eval mode"] > widths["train mode"]
+    assert "batch 2" in ax_acc.get_title() and "82%" in ax_acc.get_title()
+    assert len(ax_mean.lines) == 3  # two runs and the pretrained value
+    frames = {
+        _png(finetune_figure(runs, b, m)) for b in (2, 8) for m in ("train mode", "eval mode")
+    }
+    assert len(frames) == 4
+
+
+def test_finetune_figure_unknown_run():
+    with pytest.raises(KeyError, match="no run for batch_size=4"):
+        finetune_figure(_fake_runs(), 4, "eval mode")

@@ -1,4 +1,5 @@
-"""Auto-checks for the exercises of the chapter "Implementation details" (book/08_implementation.ipynb).
+"""Auto-checks for the exercises of the chapter "Implementation details"
+(book/08_implementation.ipynb).
 
 Expected answers come from running torch's and normlib's modules, never from typed-in values.
 """
@@ -11,23 +12,25 @@ import numpy as np
 import torch
 
 from .. import nn as nnn
-from ._check import Case, Result
-from .variants import run_cases_diagnosed
+from ._check import Case, Result, run_cases
 
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # Exercise: the keys of a BatchNorm state_dict
 
 
 def state_dict_keys(prefix, affine, track_running_stats) -> list[str]:
-    """The keys, in order, of ``torch.nn.BatchNorm2d(..., affine, track_running_stats)``'s state_dict
-    under ``prefix``: torch itself answers."""
+    """The keys, in order, of the state_dict of
+    ``torch.nn.BatchNorm2d(..., affine, track_running_stats)`` under ``prefix``: torch answers."""
     bn = torch.nn.BatchNorm2d(4, affine=affine, track_running_stats=track_running_stats)
     return list(bn.state_dict(prefix=prefix))
 
 
 def _keys_without_counter(prefix, affine, track_running_stats):
-    return [k for k in state_dict_keys(prefix, affine, track_running_stats)
-            if not k.endswith("num_batches_tracked")]
+    return [
+        k
+        for k in state_dict_keys(prefix, affine, track_running_stats)
+        if not k.endswith("num_batches_tracked")
+    ]
 
 
 def _keys_always_buffers(prefix, affine, track_running_stats):
@@ -41,27 +44,44 @@ def _keys_no_prefix(prefix, affine, track_running_stats):
 
 def check_state_dict_keys(fn) -> Result:
     """``fn(prefix, affine, track_running_stats) -> list of keys`` of a BatchNorm2d's state_dict."""
-    combos = [("", True, True), ("", False, True), ("", True, False), ("", False, False),
-              ("features.1.", True, True)]
+    combos = [
+        ("", True, True),
+        ("", False, True),
+        ("", True, False),
+        ("", False, False),
+        ("features.1.", True, True),
+    ]
     cases = [
-        Case(f"prefix={p!r}, affine={a}, track_running_stats={t}", (p, a, t),
-             expected=state_dict_keys(p, a, t),
-             hint="parameters (weight, bias) come first, then buffers (running_mean, running_var, "
-                  "num_batches_tracked); each exists only if its flag is on.")
+        Case(
+            f"prefix={p!r}, affine={a}, track_running_stats={t}",
+            (p, a, t),
+            expected=state_dict_keys(p, a, t),
+            hint="parameters (weight, bias) come first, then buffers (running_mean, running_var, "
+            "num_batches_tracked); each exists only if its flag is on.",
+        )
         for p, a, t in combos
     ]
     mistakes = [
-        (_keys_without_counter, "num_batches_tracked is a buffer too (a long counter of training "
-                                "steps, used when momentum=None), saved with the running statistics."),
-        (_keys_always_buffers, "with track_running_stats=False the buffers are registered as None, "
-                               "and None buffers are not saved."),
-        (_keys_no_prefix, "every key starts with the module's prefix (its path in the model, "
-                          "e.g. 'features.1.')."),
+        (
+            _keys_without_counter,
+            "num_batches_tracked is a buffer too (a long counter of training "
+            "steps, used when momentum=None), saved with the running statistics.",
+        ),
+        (
+            _keys_always_buffers,
+            "with track_running_stats=False the buffers are registered as None, "
+            "and None buffers are not saved.",
+        ),
+        (
+            _keys_no_prefix,
+            "every key starts with the module's prefix (its path in the model, "
+            "e.g. 'features.1.').",
+        ),
     ]
-    return run_cases_diagnosed(fn, cases, what="state_dict keys", mistakes=mistakes)
+    return run_cases(fn, cases, what="state_dict keys", mistakes=mistakes)
 
 
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # Exercise: freeze BatchNorm for fine-tuning
 
 
@@ -86,8 +106,9 @@ def _is_bn(module) -> bool:
 
 
 def reference_freeze_bn(model):
-    """Freeze every BatchNorm of ``model`` (call after ``model.train()``): eval mode, so its running
-    statistics are used and no longer updated, and ``requires_grad=False`` on its weight and bias."""
+    """Freeze every BatchNorm of ``model`` (call after ``model.train()``): eval mode, so its
+    running statistics are used and no longer updated, and ``requires_grad=False`` on its weight
+    and bias."""
     for module in model.modules():
         if _is_bn(module):
             module.eval()
@@ -97,50 +118,80 @@ def reference_freeze_bn(model):
 
 
 def check_freeze_bn(fn) -> Result:
-    """``fn(model)`` freezes the BatchNorm layers of ``model`` in place (``model`` is in train mode)."""
+    """``fn(model)`` freezes the BatchNorm layers of ``model`` (in train mode) in place."""
     what = "freeze_bn"
     model = _freeze_test_model().train()
     before = copy.deepcopy(model.state_dict())
     try:
         returned = fn(model)
     except NotImplementedError:
-        return Result(False, f"❌ {what}: not implemented yet (the function raises "
-                             "NotImplementedError). Replace the `raise` with your code.")
+        return Result(
+            False,
+            f"❌ {what}: not implemented yet (the function raises "
+            "NotImplementedError). Replace the `raise` with your code.",
+        )
     except Exception as exc:  # the reader's bug: report it
         return Result(False, f"❌ {what}: your function raised {type(exc).__name__}: {exc}.")
     if returned is not None and returned is not model:
-        return Result(False, f"❌ {what}: freeze the model in place (return nothing, or the same "
-                             "model), not a copy.")
+        return Result(
+            False,
+            f"❌ {what}: freeze the model in place (return nothing, or the same "
+            "model), not a copy.",
+        )
     bns = [m for m in model.modules() if _is_bn(m)]
     x = torch.randn(8, 3, 5, 5, generator=torch.Generator().manual_seed(1)) * 2 + 1
     with torch.no_grad():
         model(x)
     after = model.state_dict()
-    moved = [k for k in before if k.endswith("running_mean") and not torch.equal(before[k], after[k])]
+    moved = [
+        k for k in before if k.endswith("running_mean") and not torch.equal(before[k], after[k])
+    ]
     if moved:
-        return Result(False, f"❌ {what}: a forward pass still changed {moved[0]}. Hint: the "
-                             "running statistics update whenever a BatchNorm is in training mode; "
-                             "call .eval() on each BatchNorm layer (requires_grad does not stop it).")
+        return Result(
+            False,
+            f"❌ {what}: a forward pass still changed {moved[0]}. Hint: the "
+            "running statistics update whenever a BatchNorm is in training mode; "
+            "call .eval() on each BatchNorm layer (requires_grad does not stop it).",
+        )
     if any(p.requires_grad for m in bns for p in m.parameters()):
-        return Result(False, f"❌ {what}: BatchNorm's weight (gamma) and bias (beta) still require "
-                             "grad, so the optimizer would still change them. Hint: eval() does not "
-                             "touch requires_grad; set p.requires_grad_(False) on them too.")
-    others = [n for n, p in model.named_parameters() if not p.requires_grad
-              and not any(n.startswith(f"{i}.") for i, m in enumerate(model) if _is_bn(m))]
+        return Result(
+            False,
+            f"❌ {what}: BatchNorm's weight (gamma) and bias (beta) still require "
+            "grad, so the optimizer would still change them. Hint: eval() does not "
+            "touch requires_grad; set p.requires_grad_(False) on them too.",
+        )
+    others = [
+        n
+        for n, p in model.named_parameters()
+        if not p.requires_grad
+        and not any(n.startswith(f"{i}.") for i, m in enumerate(model) if _is_bn(m))
+    ]
     if others:
-        return Result(False, f"❌ {what}: you froze {others[0]} too: only BatchNorm's parameters "
-                             "should stop training (the GroupNorm and the convolutions fine-tune).")
+        return Result(
+            False,
+            f"❌ {what}: you froze {others[0]} too: only BatchNorm's parameters "
+            "should stop training (the GroupNorm and the convolutions fine-tune).",
+        )
     if not model[7].training:
-        return Result(False, f"❌ {what}: the Dropout layer is in eval mode: call .eval() on the "
-                             "BatchNorm layers only, not on the whole model.")
+        return Result(
+            False,
+            f"❌ {what}: the Dropout layer is in eval mode: call .eval() on the "
+            "BatchNorm layers only, not on the whole model.",
+        )
     if not model[4].training:
-        return Result(False, f"❌ {what}: the GroupNorm is in eval mode too: only BatchNorm has "
-                             "running statistics to freeze.")
-    return Result(True, f"✅ {what}: {len(bns)} BatchNorm layers frozen (eval mode, gamma/beta "
-                        "without grad); everything else still trains.")
+        return Result(
+            False,
+            f"❌ {what}: the GroupNorm is in eval mode too: only BatchNorm has "
+            "running statistics to freeze.",
+        )
+    return Result(
+        True,
+        f"✅ {what}: {len(bns)} BatchNorm layers frozen (eval mode, gamma/beta "
+        "without grad); everything else still trains.",
+    )
 
 
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # Exercise: which of these change running_mean?
 
 
@@ -185,14 +236,14 @@ SCENARIOS = {
 
 _SCENARIO_HINTS = {
     "a": "no_grad only turns off gradient recording; the module is still in training mode and "
-         "updates its running statistics.",
+    "updates its running statistics.",
     "b": "in eval mode BatchNorm reads the running statistics and never writes them.",
     "c": "requires_grad on gamma/beta decides whether the OPTIMIZER changes them; the running "
-         "statistics are buffers updated by the forward pass in training mode.",
+    "statistics are buffers updated by the forward pass in training mode.",
     "d": "inference_mode is no_grad made stricter and faster: still nothing to do with train/eval.",
     "e": "without tracking there is no running_mean at all (it is None): nothing can change.",
     "f": "with momentum 0 the update is running = 1 * running + 0 * batch: unchanged (but "
-         "num_batches_tracked still counts the batch).",
+    "num_batches_tracked still counts the batch).",
 }
 
 
@@ -209,22 +260,29 @@ def check_running_mean_changes(answer) -> Result:
     try:
         got = {str(a).strip().lower() for a in answer}
     except TypeError:
-        return Result(False, f"❌ {what}: expected a set of letters like {{'a', 'b'}}, "
-                             f"got {type(answer).__name__}.")
+        return Result(
+            False,
+            f"❌ {what}: expected a set of letters like {{'a', 'b'}}, got {type(answer).__name__}.",
+        )
     unknown = got - set(SCENARIOS)
     if unknown:
-        return Result(False, f"❌ {what}: unknown scenario(s) {sorted(unknown)}; choose from "
-                             f"{sorted(SCENARIOS)}.")
+        return Result(
+            False,
+            f"❌ {what}: unknown scenario(s) {sorted(unknown)}; choose from {sorted(SCENARIOS)}.",
+        )
     truth = running_mean_changes()
     for k in sorted(SCENARIOS):
         if (k in got) != (k in truth):
             said = "changes" if k in got else "does not change"
-            return Result(False, f"❌ {what}: you said running_mean {said} in scenario {k} "
-                                 f"({SCENARIOS[k]}). Hint: {_SCENARIO_HINTS[k]}")
+            return Result(
+                False,
+                f"❌ {what}: you said running_mean {said} in scenario {k} "
+                f"({SCENARIOS[k]}). Hint: {_SCENARIO_HINTS[k]}",
+            )
     return Result(True, f"✅ {what}: right for all {len(SCENARIOS)} scenarios.")
 
 
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # Exercise: fold an eval-mode BatchNorm into the convolution before it
 
 
@@ -232,8 +290,10 @@ def fold_reference(weight, bias, running_mean, running_var, gamma, beta, eps=1e-
     """``(W', b')`` from :func:`normlib.nn.fusion.fuse_conv_bn_weights`, as float64 NumPy arrays."""
     from ..nn.fusion import fuse_conv_bn_weights
 
-    t = [torch.as_tensor(np.asarray(a, dtype=np.float64))
-         for a in (weight, bias, running_mean, running_var, gamma, beta)]
+    t = [
+        torch.as_tensor(np.asarray(a, dtype=np.float64))
+        for a in (weight, bias, running_mean, running_var, gamma, beta)
+    ]
     w, b = fuse_conv_bn_weights(t[0], t[1], t[2], t[3], eps, t[4], t[5])
     return w.detach().numpy(), b.detach().numpy()
 
@@ -257,33 +317,65 @@ def _fold_no_mean(weight, bias, running_mean, running_var, gamma, beta, eps=1e-5
 
 def check_fold_bn(fn) -> Result:
     """``fn(weight, bias, running_mean, running_var, gamma, beta, eps) -> (W', b')``: the conv
-    ``weight`` (C_out, C_in, kH, kW) and ``bias`` (C_out,) of a layer followed by an eval-mode BN."""
+    ``weight`` (C_out, C_in, kH, kW) and ``bias`` (C_out,) of a layer followed by an eval-mode
+    BatchNorm."""
     rng = np.random.default_rng(5)
     cases = []
-    for name, (c_out, c_in, k) in {"3x3 conv, 4 -> 6 channels": (6, 4, 3),
-                                   "1x1 conv, 3 -> 2 channels": (2, 3, 1),
-                                   "5x5 conv, 1 -> 5 channels": (5, 1, 5)}.items():
-        args = (rng.normal(size=(c_out, c_in, k, k)), rng.normal(size=c_out),
-                rng.normal(1.0, 2.0, size=c_out), rng.uniform(0.5, 3.0, size=c_out),
-                rng.normal(1.0, 0.3, size=c_out), rng.normal(size=c_out))
-        cases.append(Case(name, args, kwargs={"eps": 1e-5}, expected=fold_reference(*args),
-                          hint="scale = gamma / sqrt(running_var + eps) per OUTPUT channel; "
-                               "W' = W * scale[:, None, None, None]; "
-                               "b' = (b - running_mean) * scale + beta."))
-    args = (rng.normal(size=(3, 2, 3, 3)), rng.normal(size=3), rng.normal(size=3),
-            np.array([1e-4, 2e-4, 5e-5]), np.ones(3), np.zeros(3))
-    cases.append(Case("tiny running variance (eps matters)", args, kwargs={"eps": 1e-3},
-                      expected=fold_reference(*args, eps=1e-3),
-                      hint="eps goes inside the square root, with the running variance."))
+    for name, (c_out, c_in, k) in {
+        "3x3 conv, 4 -> 6 channels": (6, 4, 3),
+        "1x1 conv, 3 -> 2 channels": (2, 3, 1),
+        "5x5 conv, 1 -> 5 channels": (5, 1, 5),
+    }.items():
+        args = (
+            rng.normal(size=(c_out, c_in, k, k)),
+            rng.normal(size=c_out),
+            rng.normal(1.0, 2.0, size=c_out),
+            rng.uniform(0.5, 3.0, size=c_out),
+            rng.normal(1.0, 0.3, size=c_out),
+            rng.normal(size=c_out),
+        )
+        cases.append(
+            Case(
+                name,
+                args,
+                kwargs={"eps": 1e-5},
+                expected=fold_reference(*args),
+                hint="scale = gamma / sqrt(running_var + eps) per OUTPUT channel; "
+                "W' = W * scale[:, None, None, None]; "
+                "b' = (b - running_mean) * scale + beta.",
+            )
+        )
+    args = (
+        rng.normal(size=(3, 2, 3, 3)),
+        rng.normal(size=3),
+        rng.normal(size=3),
+        np.array([1e-4, 2e-4, 5e-5]),
+        np.ones(3),
+        np.zeros(3),
+    )
+    cases.append(
+        Case(
+            "tiny running variance (eps matters)",
+            args,
+            kwargs={"eps": 1e-3},
+            expected=fold_reference(*args, eps=1e-3),
+            hint="eps goes inside the square root, with the running variance.",
+        )
+    )
     mistakes = [
         (_fold_no_eps, "you left out eps: BatchNorm divides by sqrt(running_var + eps)."),
         (_fold_std_not_var, "running_var is a variance: take its square root (after adding eps)."),
-        (_fold_bias_unscaled, "the conv bias goes through the BatchNorm too: "
-                              "b' = (b - running_mean) * scale + beta, so b is scaled as well."),
-        (_fold_no_mean, "subtract running_mean: eval-mode BN computes (z - running_mean) * scale "
-                        "+ beta."),
+        (
+            _fold_bias_unscaled,
+            "the conv bias goes through the BatchNorm too: "
+            "b' = (b - running_mean) * scale + beta, so b is scaled as well.",
+        ),
+        (
+            _fold_no_mean,
+            "subtract running_mean: eval-mode BN computes (z - running_mean) * scale + beta.",
+        ),
     ]
-    return run_cases_diagnosed(fn, cases, what="fold_bn", mistakes=mistakes, rtol=1e-6, atol=1e-8)
+    return run_cases(fn, cases, what="fold_bn", mistakes=mistakes, rtol=1e-6, atol=1e-8)
 
 
 __all__ = [

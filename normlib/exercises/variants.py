@@ -1,6 +1,7 @@
 """Auto-checks for the exercises of the chapter "Variants" (book/07_variants.ipynb).
 
-Every expected answer is computed here from :mod:`normlib.ref` and :mod:`normlib.axes`, never typed in.
+Every expected answer is computed here from :mod:`normlib.ref` and :mod:`normlib.axes`, never
+typed in.
 """
 
 from __future__ import annotations
@@ -9,43 +10,14 @@ import numpy as np
 
 from .. import ref
 from ..axes import NORMS, group_view_shape, reduction_axes
-from ._check import Case, Result, compare, run_cases
-
-
-def run_cases_diagnosed(fn, cases, *, what, mistakes=(), rtol=1e-5, atol=1e-6) -> Result:
-    """:func:`run_cases`, but a wrong answer that equals a known mistake gets that mistake's hint.
-
-    ``mistakes``: ``[(wrong_fn, hint), ...]``; ``wrong_fn`` takes a case's arguments and returns the
-    answer the mistake produces.
-    """
-    result = run_cases(fn, cases, what=what, rtol=rtol, atol=atol)
-    if result:
-        return result
-    for case in cases:
-        copies = tuple(np.copy(a) if isinstance(a, np.ndarray) else a for a in case.args)
-        try:
-            got = fn(*copies, **case.kwargs)
-        except Exception:  # run_cases already said what raised, and where
-            return result
-        if compare(got, case.expected, rtol=rtol, atol=atol) is None:
-            continue  # the first failing case is the one run_cases reported
-        for wrong, hint in mistakes:
-            try:
-                with np.errstate(all="ignore"):  # a mistake may well divide by zero
-                    mistaken = wrong(*case.args, **case.kwargs)
-            except Exception:  # noqa: S112 (a mistake that does not apply to this case)
-                continue
-            if compare(got, mistaken, rtol=rtol, atol=atol) is None:
-                return Result(False, f"❌ {what}, case '{case.name}': {hint}")
-        return result
-    return result
+from ._check import Case, Result, run_cases
 
 
 def _rng(seed):
     return np.random.default_rng(seed)
 
 
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # Exercise: GroupNorm from scratch
 
 
@@ -65,7 +37,9 @@ def _gn_interleaved(x, num_groups, eps=1e-5):
 def _gn_unbiased(x, num_groups, eps=1e-5):
     v = x.reshape(group_view_shape(x.shape, num_groups))
     axes = tuple(range(2, v.ndim))
-    y = (v - v.mean(axis=axes, keepdims=True)) / np.sqrt(v.var(axis=axes, keepdims=True, ddof=1) + eps)
+    y = (v - v.mean(axis=axes, keepdims=True)) / np.sqrt(
+        v.var(axis=axes, keepdims=True, ddof=1) + eps
+    )
     return y.reshape(x.shape)
 
 
@@ -85,7 +59,7 @@ def _gn_with_batch(x, num_groups, eps=1e-5):
 
 
 def check_group_norm(fn) -> Result:
-    """``fn(x, num_groups, eps=1e-5) -> y``: GroupNorm without affine, ``x`` of shape (N, C, *spatial)."""
+    """``fn(x, num_groups, eps=1e-5) -> y``: GroupNorm without affine, ``x`` (N, C, *spatial)."""
     rng = _rng(7)
     xs = {
         "(2, 4, 3, 3), G=2": (rng.normal(1.0, 2.0, (2, 4, 3, 3)), 2),
@@ -96,21 +70,31 @@ def check_group_norm(fn) -> Result:
         "batch of one": (rng.normal(size=(1, 8, 2, 3)), 4),
     }
     cases = [
-        Case(name, (x, g), expected=_group_norm(x, g),
-             hint="view x as (N, G, C // G, *spatial) and reduce over every axis from 2 on.")
+        Case(
+            name,
+            (x, g),
+            expected=_group_norm(x, g),
+            hint="view x as (N, G, C // G, *spatial) and reduce over every axis from 2 on.",
+        )
         for name, (x, g) in xs.items()
     ]
     mistakes = [
-        (_gn_interleaved, "you grouped channels c, c+G, c+2G, ...; a group is C // G CONSECUTIVE "
-                          "channels: reshape to (N, G, C // G, *spatial), not (N, C // G, G, ...)."),
+        (
+            _gn_interleaved,
+            "you grouped channels c, c+G, c+2G, ...; a group is C // G CONSECUTIVE "
+            "channels: reshape to (N, G, C // G, *spatial), not (N, C // G, G, ...).",
+        ),
         (_gn_unbiased, "normalization uses the biased variance (divide by the count, ddof=0)."),
         (_gn_eps_outside, "eps goes inside the square root: (x - mean) / sqrt(var + eps)."),
-        (_gn_with_batch, "GroupNorm's statistics are per sample: do not reduce over the batch axis 0."),
+        (
+            _gn_with_batch,
+            "GroupNorm's statistics are per sample: do not reduce over the batch axis 0.",
+        ),
     ]
-    return run_cases_diagnosed(fn, cases, what="group_norm", mistakes=mistakes)
+    return run_cases(fn, cases, what="group_norm", mistakes=mistakes)
 
 
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # Exercise: RMSNorm from scratch
 
 
@@ -145,24 +129,34 @@ def check_rms_norm(fn) -> Result:
         "tiny values (eps matters)": rng.normal(scale=1e-3, size=(2, 8)),
     }
     cases = [
-        Case(name, (x, rng.normal(1.0, 0.3, x.shape[-1])), kwargs={"eps": 1e-6},
-             hint="y = weight * x / sqrt(mean(x**2, axis=-1, keepdims=True) + eps).")
+        Case(
+            name,
+            (x, rng.normal(1.0, 0.3, x.shape[-1])),
+            kwargs={"eps": 1e-6},
+            hint="y = weight * x / sqrt(mean(x**2, axis=-1, keepdims=True) + eps).",
+        )
         for name, x in data.items()
     ]
     for case in cases:
         case.expected = _rms_norm(*case.args, **case.kwargs)
     mistakes = [
-        (_rms_centered, "you subtracted the mean: that is LayerNorm. RMSNorm divides x itself by "
-                        "the root mean square and never centers."),
+        (
+            _rms_centered,
+            "you subtracted the mean: that is LayerNorm. RMSNorm divides x itself by "
+            "the root mean square and never centers.",
+        ),
         (_rms_eps_outside, "eps goes inside the square root: sqrt(mean(x**2) + eps)."),
-        (_rms_no_eps, "add eps inside the square root: sqrt(mean(x**2) + eps); it keeps small "
-                      "inputs from being blown up (and an all-zero row from giving 0 / 0)."),
+        (
+            _rms_no_eps,
+            "add eps inside the square root: sqrt(mean(x**2) + eps); it keeps small "
+            "inputs from being blown up (and an all-zero row from giving 0 / 0).",
+        ),
         (_rms_no_weight, "multiply by weight (the learnable gain, one value per feature)."),
     ]
-    return run_cases_diagnosed(fn, cases, what="rms_norm", mistakes=mistakes)
+    return run_cases(fn, cases, what="rms_norm", mistakes=mistakes)
 
 
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # Exercise: how many statistics, over how many elements
 
 
@@ -191,22 +185,26 @@ def check_count_statistics(fn) -> Result:
     ]
     hints = {
         "batch_norm": "BatchNorm keeps one mean per channel, over N·H·W elements: the batch size "
-                      "sets how many elements each estimate sees.",
+        "sets how many elements each estimate sees.",
         "instance_norm": "InstanceNorm keeps one mean per (sample, channel), over H·W elements.",
         "group_norm": "GroupNorm keeps one mean per (sample, group), over (C/G)·H·W elements.",
         "layer_norm": "LayerNorm (over C, H, W) keeps one mean per sample, over C·H·W elements.",
         "rms_norm": "RMSNorm reduces over the same elements as LayerNorm (it just skips the mean "
-                    "subtraction); count its mean squares the same way.",
+        "subtraction); count its mean squares the same way.",
     }
     cases = [
-        Case(f"{norm}, shape {shape}" + (f", G={g}" if norm == "group_norm" else ""),
-             (norm, shape, g), expected=count_statistics(norm, shape, g), hint=hints[norm])
+        Case(
+            f"{norm}, shape {shape}" + (f", G={g}" if norm == "group_norm" else ""),
+            (norm, shape, g),
+            expected=count_statistics(norm, shape, g),
+            hint=hints[norm],
+        )
         for norm, shape, g in scenarios
     ]
     return run_cases(fn, cases, what="count_statistics")
 
 
-# ---------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # Exercise: which per-sample changes does each norm undo?
 
 TRANSFORMS = ("scale", "shift", "channel_scale", "channel_shift")
@@ -244,14 +242,16 @@ def _forward(norm, x):
 def invariances() -> dict[str, set[str]]:
     """``{norm: the changes to one sample that leave that sample's output unchanged}``, measured.
 
-    BatchNorm in training mode; GroupNorm with G=2 of C=4 channels; LayerNorm/RMSNorm over (C, H, W).
+    BatchNorm in training mode; GroupNorm with G=2 of C=4 channels; LayerNorm and RMSNorm over
+    (C, H, W).
     """
     x = _rng(3).normal(0.5, 1.0, size=(4, 4, 3, 3))
     out = {}
     for norm in NORMS:
         y = _forward(norm, x)[0]
-        out[norm] = {t for t in TRANSFORMS if np.allclose(_forward(norm, _transform(x, t))[0], y,
-                                                          atol=1e-8)}
+        out[norm] = {
+            t for t in TRANSFORMS if np.allclose(_forward(norm, _transform(x, t))[0], y, atol=1e-8)
+        }
     return out
 
 
@@ -259,8 +259,10 @@ def check_invariances(answer) -> Result:
     """``answer``: ``{norm: set of TRANSFORMS that leave the sample's output unchanged}``."""
     what = "invariances"
     if not isinstance(answer, dict):
-        return Result(False, f"❌ {what}: expected a dict {{norm: set of changes}}, "
-                             f"got {type(answer).__name__}.")
+        return Result(
+            False,
+            f"❌ {what}: expected a dict {{norm: set of changes}}, got {type(answer).__name__}.",
+        )
     truth = invariances()
     for norm in NORMS:
         if norm not in answer:
@@ -268,25 +270,30 @@ def check_invariances(answer) -> Result:
         got = set(answer[norm])
         unknown = got - set(TRANSFORMS)
         if unknown:
-            return Result(False, f"❌ {what}, {norm}: unknown change(s) {sorted(unknown)}; "
-                                 f"choose from {list(TRANSFORMS)}.")
+            return Result(
+                False,
+                f"❌ {what}, {norm}: unknown change(s) {sorted(unknown)}; "
+                f"choose from {list(TRANSFORMS)}.",
+            )
         for t in TRANSFORMS:
             if (t in got) != (t in truth[norm]):
                 verdict = "does not undo" if t in got else "does undo"
-                return Result(False, f"❌ {what}, {norm}: it {verdict} '{t}'. Hint: "
-                                     + _INVARIANCE_HINTS[norm])
+                return Result(
+                    False,
+                    f"❌ {what}, {norm}: it {verdict} '{t}'. Hint: " + _INVARIANCE_HINTS[norm],
+                )
     return Result(True, f"✅ {what}: all {len(NORMS) * len(TRANSFORMS)} answers are right.")
 
 
 _INVARIANCE_HINTS = {
     "batch_norm": "in training mode a change to one sample moves the batch mean and variance, "
-                  "so that sample's output changes with it: nothing is undone per sample.",
+    "so that sample's output changes with it: nothing is undone per sample.",
     "instance_norm": "each (sample, channel) has its own mean and variance, so any affine change "
-                     "of one channel (a > 0) is removed.",
+    "of one channel (a > 0) is removed.",
     "group_norm": "a group of channels shares one mean and variance: changing one channel of the "
-                  "group changes the group's statistics differently from the others.",
+    "group changes the group's statistics differently from the others.",
     "layer_norm": "one mean and variance per sample: a change of the whole sample is undone, a "
-                  "change of one channel is not.",
+    "change of one channel is not.",
     "rms_norm": "RMSNorm divides by the root mean square and never subtracts a mean: scaling is "
-                "undone, a shift is not.",
+    "undone, a shift is not.",
 }

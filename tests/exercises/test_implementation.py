@@ -44,7 +44,9 @@ def test_check_state_dict_keys():
     assert "prefix" in repr(ex.check_state_dict_keys(no_prefix))
     result = ex.check_state_dict_keys(buffers_first)
     assert not result and "parameters (weight, bias) come first" in repr(result)
-    assert "not implemented" in repr(ex.check_state_dict_keys(lambda p, a, t: exec("raise NotImplementedError")))
+    assert "not implemented" in repr(
+        ex.check_state_dict_keys(lambda p, a, t: exec("raise NotImplementedError"))
+    )
 
 
 def test_check_freeze_bn_right():
@@ -143,8 +145,12 @@ def test_fold_reference_matches_an_eval_bn_after_a_conv():
         bn.weight.uniform_(0.5, 2)
         bn.bias.uniform_(-1, 1)
     bn.eval()
-    w, b = ex.fold_reference(*(t.detach().numpy() for t in (
-        conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias)))
+    w, b = ex.fold_reference(
+        *(
+            t.detach().numpy()
+            for t in (conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias)
+        )
+    )
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
     folded = torch.nn.functional.conv2d(x, torch.tensor(w), torch.tensor(b))
     torch.testing.assert_close(folded, bn(conv(x)))

@@ -46,7 +46,9 @@ def test_decide(scenario, answer):
 
 
 def test_every_answer_node_is_reachable():
-    reached = {ex.decide(dict(p, batch_size=b))[1][-1] for p in ex.PRESETS.values() for b in (2, 64)}
+    reached = {
+        ex.decide(dict(p, batch_size=b))[1][-1] for p in ex.PRESETS.values() for b in (2, 64)
+    }
     answers = {name for name, node in ex.NODES.items() if node[3] == "answer"}
     assert reached == answers
 
@@ -76,7 +78,9 @@ def test_check_choose_norm():
     assert not result and "InstanceNorm" in repr(result)
     assert "not one of" in repr(ex.check_choose_norm(lambda s: "BatchNorm"))
     assert "raised KeyError" in repr(ex.check_choose_norm(lambda s: s["kind"]))
-    assert "not implemented" in repr(ex.check_choose_norm(lambda s: exec("raise NotImplementedError")))
+    assert "not implemented" in repr(
+        ex.check_choose_norm(lambda s: exec("raise NotImplementedError"))
+    )
     assert "expected a function" in repr(ex.check_choose_norm("batch_norm"))
 
 
@@ -119,8 +123,16 @@ def test_check_running_mean_after():
     assert not crash and "raised TypeError" in repr(crash)
 
 
-RIGHT = {"momentum": True, "running_var": False, "no_grad": False, "layer_norm_batch": False,
-         "fold": True, "naive_variance": False, "fourteen_x": False, "ics": False}
+RIGHT = {
+    "momentum": True,
+    "running_var": False,
+    "no_grad": False,
+    "layer_norm_batch": False,
+    "fold": True,
+    "naive_variance": False,
+    "fourteen_x": False,
+    "ics": False,
+}
 
 
 def test_statement_truths_are_measured():
@@ -133,7 +145,8 @@ def test_check_statements():
     assert not result and "'no_grad'" in repr(result) and "eval()" in repr(result)
     result = ex.check_statements(dict(RIGHT, fourteen_x=True))
     assert not result and "2.3x" in repr(result)
-    assert "no answer for 'ics'" in repr(ex.check_statements({k: v for k, v in RIGHT.items()
-                                                              if k != "ics"}))
+    assert "no answer for 'ics'" in repr(
+        ex.check_statements({k: v for k, v in RIGHT.items() if k != "ics"})
+    )
     assert "True or False" in repr(ex.check_statements(dict(RIGHT, fold="yes")))
     assert "expected a dict" in repr(ex.check_statements([True]))

@@ -1,5 +1,5 @@
-"""The checks of chapter 07 (Variants) accept right answers, reject wrong ones with the specific hint,
-and turn a reader's exception into a message."""
+"""The checks of chapter 07 (Variants) accept right answers, reject wrong ones with the specific
+hint, and turn a reader's exception into a message."""
 
 import numpy as np
 import pytest
@@ -80,8 +80,13 @@ def test_rms_norm_zero_row_without_eps_is_caught():
 
 def right_count(norm, shape, num_groups=1):
     n, c, h, w = shape
-    per = {"batch_norm": n * h * w, "instance_norm": h * w, "group_norm": c // num_groups * h * w,
-           "layer_norm": c * h * w, "rms_norm": c * h * w}[norm]
+    per = {
+        "batch_norm": n * h * w,
+        "instance_norm": h * w,
+        "group_norm": c // num_groups * h * w,
+        "layer_norm": c * h * w,
+        "rms_norm": c * h * w,
+    }[norm]
     return n * c * h * w // per, per
 
 
