@@ -60,20 +60,11 @@ class SyncBatchNorm(_BatchNorm):
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
         self._check_non_zero_input_channels(input)
+        group = self._sync_group()  # training implies batch statistics
+        if group is None:  # eval, or one process: plain BatchNorm, as torch does
+            return super().forward(input)
         factor = self._momentum()
         running_mean, running_var = self._running_stats()
-        group = self._sync_group()  # training implies batch statistics
-        if group is None:
-            return F.batch_norm(
-                input,
-                running_mean,
-                running_var,
-                self.weight,
-                self.bias,
-                self._use_batch_stats(),
-                factor,
-                self.eps,
-            )
         from ._distributed import sync_batch_norm_train
 
         y, mean, var, count = sync_batch_norm_train(input, self.weight, self.bias, self.eps, group)

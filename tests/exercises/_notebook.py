@@ -34,3 +34,16 @@ def ok(result) -> bool:
 def hint(result, text) -> bool:
     """The check failed, and its message contains ``text``."""
     return (not result) and repr(result).startswith("❌") and text in repr(result)
+
+
+def assert_reports_exceptions(check) -> None:
+    """An unimplemented or crashing answer gets a message from ``check``, not a traceback."""
+
+    def todo(*args, **kwargs):
+        raise NotImplementedError
+
+    def broken(*args, **kwargs):
+        return {}["missing"]
+
+    assert "not implemented yet" in repr(check(todo))
+    assert "raised KeyError" in repr(check(broken))
